@@ -1,0 +1,53 @@
+"""Sessions for students, instructors and CI.
+
+Every session runs in the Python environment that runs nox (``venv_backend="none"``) and
+installs the kit into it first. Why not one virtualenv per session, nox's default: torch is a
+5 GB install, and copying it into a fresh environment per session costs minutes and disk for
+nothing. Use a virtualenv of your own around nox if you want isolation.
+
+    nox -s grade                  # grade the reference solutions (the main job)
+    nox -s grade -- PATH...       # grade submissions (folders or notebooks)
+    nox -s tests                  # the full test suite, slow tests included
+    nox -s tests -- -m "not slow" # the quick part only
+    nox -s release                # regenerate assignments/ from solutions/
+    nox -s bench                  # benchmarks that print their figures
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests"]
+
+
+def _install(session: nox.Session) -> None:
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[test]", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pytest); extra arguments go to pytest."""
+    _install(session)
+    session.run("python", "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session
+def grade(session: nox.Session) -> None:
+    """Grade submissions; with no arguments, grade the reference solutions."""
+    _install(session)
+    session.run("python", "-m", "grader", "grade", *session.posargs, external=True)
+
+
+@nox.session
+def release(session: nox.Session) -> None:
+    """Write assignments/ from solutions/ (solution regions replaced by placeholders)."""
+    _install(session)
+    session.run("python", "-m", "grader", "release", *session.posargs, external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks; each prints its figures."""
+    _install(session)
+    session.run("python", "bench/bench_engine.py", *session.posargs, external=True)
