@@ -1,0 +1,303 @@
+"""Self-contained saved models: ``torch.export`` archives that load without the model's code.
+
+:func:`save_model` traces ``preprocess`` followed by ``model`` (in eval mode, on the CPU) into a
+graph of ATen operations with ``torch.export``, and writes it with the weights and a metadata
+JSON to one ``.pt2`` file. The input is the kit's canonical ``(N, 1, 28, 28)`` float in
+``[0, 1]``, with any batch size ``N``. State-dict keys are the model's own prefixed with
+``model.`` (and ``preprocess.`` for a preprocessing module with state).
+
+:func:`load_model` returns a callable module and the metadata. What loading does, in torch
+2.14.1 (read from ``torch/export/pt2_archive/_package.py`` and ``torch/_export/serde``): the
+graph is rebuilt from JSON (``models/model.json``) out of registered operators, and plain tensors
+are read as raw bytes described by JSON configs. Nothing imports or runs the Python code (the
+class, the notebook) that defined the model. ``torch.export.load`` itself *can* unpickle, though:
+tensor subclasses, script or opaque objects, legacy-format archives, and the saved example
+inputs when ``weights_only=True`` fails on them (it then retries with ``weights_only=False``).
+So :func:`load_model` first checks the archive's file list and JSON configs and refuses any
+archive that would reach one of those paths; an archive written by :func:`save_model` never does.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.export.passes import move_to_device_pass
+from torch.export.pt2_archive import constants as pt2
+
+from src.data import FASHION_MNIST_CLASSES
+from src.engine import pick_device
+
+METADATA_FILE = "kit_metadata.json"
+FORMAT_NAME = "cnn-course-kit/saved-model"
+FORMAT_VERSION = 1
+
+
+class InvalidSavedModelError(ValueError):
+    """The file is not a saved model written by :func:`save_model`."""
+
+
+class PreprocessedModel(nn.Module):
+    """``model(preprocess(x))``; the attribute names make the state-dict keys ``model.*`` and ``preprocess.*``."""
+
+    def __init__(self, preprocess: nn.Module | None, model: nn.Module) -> None:
+        super().__init__()
+        self.preprocess = preprocess if preprocess is not None else nn.Identity()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.preprocess(x))  # (N, 1, H, W) -> (N, num_classes)
+
+
+def _kit_version() -> str:
+    try:
+        return importlib_metadata.version("cnn-course-kit")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    preprocess: nn.Module | None = None,
+    class_names: Sequence[str] = FASHION_MNIST_CLASSES,
+    metadata: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+) -> Path:
+    """Export ``preprocess`` then ``model`` to a self-contained ``.pt2`` file.
+
+    The model is copied to the CPU and put in eval mode for the export; the model you pass
+    keeps its device and train/eval mode.
+
+    Args:
+        model: the classifier; must return logits ``(N, len(class_names))``.
+        path: where to write; must end with ``.pt2``. Parent folders are created.
+        preprocess: a module applied first, e.g. ``src.data.ImageNetInput(resize=...)`` for
+            ResNet-18. Must be an ``nn.Module`` (a torchvision ``Compose`` cannot be exported).
+        class_names: the class names, index = class.
+        metadata: your own JSON-serialisable values, stored under ``"user"``.
+        input_shape: ``(C, H, W)`` of one input image, without the batch dimension.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: the model's output does not have one column per class.
+        RuntimeError: ``torch.export`` cannot trace the model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if preprocess is not None and not isinstance(preprocess, nn.Module):
+        raise TypeError(
+            f"preprocess must be an nn.Module (e.g. src.data.ImageNetInput()) or None, got "
+            f"{type(preprocess).__name__}; torchvision transforms.Compose cannot be exported"
+        )
+    if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
+        raise TypeError(f"class_names must be a sequence of str, got {class_names!r}")
+    class_names = list(class_names)
+    if not class_names:
+        raise ValueError("class_names must not be empty")
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or len(input_shape) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
+    ):
+        raise ValueError(f"input_shape must be (C, H, W) with positive ints, got {input_shape!r}")
+    if Path(path).suffix != ".pt2":
+        raise ValueError(f"path must end with .pt2 (a torch.export archive), got {os.fspath(path)!r}")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+
+    info = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "input_shape": ["N", *input_shape],
+        "input_dtype": "float32",
+        "input_range": [0.0, 1.0],
+        "output": "logits",
+        "model_class": type(model).__qualname__,
+        "preprocess": repr(preprocess) if preprocess is not None else None,
+        "kit_version": _kit_version(),
+        "torch_version": torch.__version__,
+        "user": dict(metadata or {}),
+    }
+    try:
+        info_json = json.dumps(info, indent=2)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"metadata must be JSON-serialisable: {err}") from err
+
+    # A CPU copy in eval mode: the file does not depend on where the model trained.
+    wrapper = PreprocessedModel(copy.deepcopy(preprocess), copy.deepcopy(model)).cpu().eval()
+    # batch 2: export would specialise a batch of 1; own generator: the caller's RNG stays as it was
+    example = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = wrapper(example)
+    if not isinstance(logits, torch.Tensor) or logits.shape != (2, len(class_names)):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"model must return logits (N, {len(class_names)}) for {len(class_names)} classes, "
+            f"got {shape} for an input (2, {', '.join(map(str, input_shape))})"
+        )
+    try:
+        program = torch.export.export(
+            wrapper, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}
+        )
+    except Exception as err:  # torch.export raises many types; all mean "cannot trace this model"
+        raise RuntimeError(
+            f"torch.export could not trace the model ({type(err).__name__}: {err}). The forward "
+            "must not branch on tensor values or on the batch size."
+        ) from err
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, path, extra_files={METADATA_FILE: info_json})
+    return path
+
+
+def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return archive.read(name)
+    except KeyError:
+        raise InvalidSavedModelError(f"missing {name}") from None
+
+
+def _check_archive(path: Path) -> dict[str, Any]:
+    """Check that loading ``path`` will not unpickle anything; return its kit metadata."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise InvalidSavedModelError("not a zip archive") from None
+    with archive:
+        names = archive.namelist()
+        roots = {name.split("/", 1)[0] for name in names}
+        if len(roots) != 1 or any("/" not in name for name in names):
+            raise InvalidSavedModelError("not a torch.export archive (files outside one root folder)")
+        root = roots.pop() + "/"
+        members = {name[len(root):] for name in names}
+        if _read_zip_member(archive, root + pt2.ARCHIVE_FORMAT_PATH) != pt2.ARCHIVE_FORMAT_VALUE.encode():
+            raise InvalidSavedModelError("not a torch.export .pt2 archive")
+
+        weights_config = pt2.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model")
+        constants_config = pt2.CONSTANTS_CONFIG_FILENAME_FORMAT.format("model")
+        sample_inputs = pt2.SAMPLE_INPUTS_FILENAME_FORMAT.format("model")
+        expected = {
+            pt2.ARCHIVE_FORMAT_PATH,
+            pt2.ARCHIVE_VERSION_PATH,
+            pt2.MODELS_FILENAME_FORMAT.format("model"),
+            weights_config,
+            constants_config,
+            sample_inputs,
+            pt2.EXTRA_DIR + METADATA_FILE,
+        }
+        missing = sorted(expected - members)
+        if missing:
+            raise InvalidSavedModelError(f"missing {', '.join(missing)}")
+        allowed_prefixes = (
+            pt2.WEIGHTS_DIR + pt2.WEIGHT_FILENAME_PREFIX,
+            pt2.CONSTANTS_DIR + pt2.TENSOR_CONSTANT_FILENAME_PREFIX,
+            pt2.EXTRA_DIR,
+            ".data/",
+        )
+        unexpected = sorted(m for m in members - expected if m != "byteorder" and not m.startswith(allowed_prefixes))
+        if unexpected:
+            raise InvalidSavedModelError(f"unexpected entries {', '.join(unexpected[:5])}")
+
+        for config_name in (weights_config, constants_config):
+            try:
+                entries = json.loads(_read_zip_member(archive, root + config_name))["config"].items()
+                plain = {fqn: entry["use_pickle"] is False and entry["path_name"].startswith(
+                    (pt2.WEIGHT_FILENAME_PREFIX, pt2.TENSOR_CONSTANT_FILENAME_PREFIX)) for fqn, entry in entries}
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise InvalidSavedModelError(f"{config_name} is malformed ({err!r})") from None
+            pickled = [fqn for fqn, ok in plain.items() if not ok]
+            if pickled:
+                raise InvalidSavedModelError(f"{', '.join(pickled[:3])} stored as pickled objects, not plain tensors")
+        try:  # torch.export.load retries this one with weights_only=False when this fails
+            torch.load(io.BytesIO(_read_zip_member(archive, root + sample_inputs)), weights_only=True)
+        except Exception as err:
+            raise InvalidSavedModelError(f"example inputs are not plain tensors ({err})") from None
+
+        try:
+            info = json.loads(_read_zip_member(archive, root + pt2.EXTRA_DIR + METADATA_FILE))
+        except ValueError as err:
+            raise InvalidSavedModelError(f"{METADATA_FILE} is not valid JSON ({err})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
+        raise InvalidSavedModelError(f"{METADATA_FILE} is not the kit's metadata")
+    return info
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return a saved model's metadata without loading the model.
+
+    Args:
+        path: a file written by :func:`save_model`.
+
+    Returns:
+        The metadata dict (``class_names``, ``input_shape``, ``torch_version``, ``user``, ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved model at {path}")
+    try:
+        return _check_archive(path)
+    except InvalidSavedModelError as err:
+        raise InvalidSavedModelError(
+            f"{path} is not a model saved by src.export.save_model: {err}. "
+            "Re-save it with src.export.save_model(model, path)."
+        ) from None
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model written by :func:`save_model`, without running the code that defined it.
+
+    The returned module computes what the model computed in eval mode (BatchNorm with its
+    running statistics, no dropout), whatever ``train()``/``eval()`` say: those only set the
+    ``training`` flag, so code that switches modes (like ``evaluate_loader``) works.
+
+    Args:
+        path: a ``.pt2`` file written by :func:`save_model`.
+        device: where to put the module; ``None`` picks CUDA, else MPS, else CPU
+            (``src.engine.pick_device``).
+
+    Returns:
+        ``(module, metadata)``: ``module(x)`` maps ``(N, 1, 28, 28)`` floats in ``[0, 1]`` to
+        logits ``(N, num_classes)``; ``metadata`` is the dict :func:`save_model` stored.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        InvalidSavedModelError: the file is not a torch.export archive from :func:`save_model`.
+    """
+    info = read_metadata(path)
+    device = pick_device(device)
+    if info.get("torch_version") != torch.__version__:
+        warnings.warn(
+            f"{path} was saved with torch {info.get('torch_version')} and is loaded with torch "
+            f"{torch.__version__}; torch.export archives are not guaranteed to load across versions",
+            stacklevel=2,
+        )
+    program = torch.export.load(path)
+    if device.type != "cpu":
+        program = move_to_device_pass(program, device)  # also rewrites devices baked into the graph
+    module = program.module()
+    # torch makes train()/eval() raise on exported modules, to say they change nothing.
+    del module.train, module.eval
+    module.eval()
+    return module, info
