@@ -4,9 +4,7 @@ Unit tests run on tiny synthetic data in a second or two; the one ``slow`` test 
 on a Fashion-MNIST subset read from Debian's ``dataset-fashion-mnist`` files.
 """
 
-import gzip
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ChainedScheduler, MultiStepLR, ReduceLROnPlateau
 from torch.utils.data import DataLoader, TensorDataset
 
+from src.data import fashion_mnist_tensors
 from src.engine import Trainer, evaluate_loader, loader_settings, pick_device
 from src.optim import WarmupScheduler
 
@@ -499,22 +498,10 @@ def test_evaluate_loader_and_trainer_move_batches_to_the_gpu(data):
 
 # -------------------------------------------------- integration (real data)
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (big-endian header: 16 bytes for images, 8 for labels) as a uint8 array."""
-    raw = gzip.open(path).read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def fashion_mnist(split: str, limit: int, offset: int = 0) -> TensorDataset:
-    images = read_idx(FASHION_MNIST / f"{split}-images-idx3-ubyte.gz")[offset:offset + limit]
-    labels = read_idx(FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz")[offset:offset + limit]
-    x = torch.from_numpy(images.copy()).float().div_(255).unsqueeze(1)  # (N, 1, 28, 28) in [0, 1]
-    return TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))
+    """A slice of real Fashion-MNIST as plain tensors: images (N, 1, 28, 28) in [0, 1]."""
+    data = fashion_mnist_tensors(split)
+    return TensorDataset(data.images[offset:offset + limit], data.targets[offset:offset + limit])
 
 
 def small_cnn() -> nn.Module:
@@ -526,11 +513,10 @@ def small_cnn() -> nn.Module:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_MNIST.exists(), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_end_to_end(tmp_path):
     train = fashion_mnist("train", 6000)
     val = fashion_mnist("train", 1000, offset=6000)
-    test = fashion_mnist("t10k", 2000)
+    test = fashion_mnist("test", 2000)
     torch.manual_seed(0)
     model = small_cnn()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
