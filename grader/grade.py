@@ -1,0 +1,341 @@
+"""Grade a submission: run each notebook, probe it, verify its saved model, collect the results.
+
+A submission is a folder holding the three notebooks (`grader.assignments`) or a single
+notebook. Its notebooks run in order in one scratch copy of it, each in its own fresh kernel;
+the next notebook's kernel (in this submission or the next) starts while the current one runs,
+which hides its start-up time. Nothing a submission does makes this module raise: a missing
+notebook, a broken file or a dead kernel is a graded result. Only a fault of the grader itself
+is recorded, as ``grader_error``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.assignments import ASSIGNMENTS, GENERIC, Assignment, CheckDef, find_assignment
+from grader.checks import Context, Outcome
+from grader.execute import NotebookRun, copy_to_scratch, execute_notebook
+from grader.kernel import Kernel, Limits, start_kernel
+from grader.probe import PROBE_TIMEOUT_S
+from grader.results import CheckResult, NotebookResult, SubmissionResult
+
+__all__ = [
+    "GradeOptions",
+    "find_notebooks",
+    "grade_notebook_run",
+    "grade_submission",
+    "grade_submissions",
+    "unique_names",
+]
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    """How to grade.
+
+    Attributes:
+        limits: time and memory limits per notebook.
+        seed: seed for ``random`` / ``numpy`` / ``torch`` in the kernel.
+        hidden_seed: seed of the hidden convolution cases; None grades on the visible cases only
+            (the student's self-check).
+        sandbox: True (required), False (off), None (bubblewrap when it works).
+        rerun: re-run the cells before a fatal one to grade what they define.
+        scratch_root: where scratch copies go (default: the system's temporary folder).
+        keep_scratch: leave the scratch copies (for debugging).
+        only: grade only these assignments' notebooks (by file name), None for all.
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    seed: int = 0
+    hidden_seed: int | None = None
+    sandbox: bool | None = None
+    rerun: bool = True
+    scratch_root: Path | None = None
+    keep_scratch: bool = False
+    only: tuple[str, ...] | None = None
+
+
+def find_notebooks(path: Path) -> tuple[str, list[tuple[Assignment, Path]]]:
+    """What to grade in ``path``.
+
+    Args:
+        path: a submission folder or a single ``.ipynb``.
+
+    Returns:
+        ``(submission name, [(assignment, notebook path)])``. For a folder, every assignment is
+        listed, with the path where its notebook should be (it may be missing; a notebook named
+        only by its number prefix, like ``02_my_cnn.ipynb``, is accepted). A single notebook gets
+        its assignment, or `GENERIC` when it matches none.
+    """
+    path = Path(path)
+    if path.suffix == ".ipynb" or path.is_file():
+        return path.stem, [(find_assignment(path) or GENERIC, path)]
+    pairs = []
+    present = sorted(path.glob("*.ipynb"))
+    for assignment in ASSIGNMENTS:
+        exact = path / assignment.notebook
+        if not exact.exists():
+            candidates = [p for p in present if find_assignment(p) is assignment]
+            exact = candidates[0] if len(candidates) == 1 else exact
+        pairs.append((assignment, exact))
+    return path.resolve().name, pairs
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Submission names for ``paths`` (see `find_notebooks`), made unique where two collide
+    (``a/01_convolution.ipynb`` and ``b/01_convolution.ipynb`` become ``a-01_convolution`` ...)."""
+    names = [find_notebooks(Path(path))[0] for path in paths]
+    return [
+        f"{Path(path).resolve().parent.name}-{name}" if names.count(name) > 1 else name
+        for path, name in zip(paths, names)
+    ]
+
+
+def _prepare(assignments: list[Assignment]) -> list[str]:
+    """Fetch what notebooks read but cannot write in the sandbox; returns problems found."""
+    problems = []
+    if any(a.needs_data for a in assignments):
+        try:
+            from src.data import ensure_fashion_mnist
+
+            ensure_fashion_mnist()
+        except Exception as error:
+            problems.append(f"Fashion-MNIST is not available on the grading machine: {error}")
+    if any(a.needs_weights for a in assignments):
+        from grader.artifacts import grading_weights
+
+        _, info = grading_weights()
+        if info.get("error"):
+            problems.append(f"ResNet-18 weights are not available on the grading machine: {info['error']}")
+    return problems
+
+
+_UNREADABLE = {"missing": "is missing", "invalid": "could not be read"}
+
+
+def _check_result(check: CheckDef, outcome: Outcome) -> CheckResult:
+    points = check.points * outcome.fraction if outcome.status == "passed" else 0.0
+    return CheckResult(
+        name=check.name,
+        title=check.title,
+        points=round(points, 2),
+        max_points=check.points,
+        status=outcome.status,
+        message=outcome.message,
+        manual=outcome.manual,
+    )
+
+
+def grade_notebook_run(
+    assignment: Assignment,
+    run: NotebookRun,
+    *,
+    workdir: Path,
+    hidden_seed: int | None,
+    probe_timeout: float = PROBE_TIMEOUT_S,
+) -> list[CheckResult]:
+    """Run the assignment's checks on an executed notebook (its kernel still alive).
+
+    Args:
+        assignment: which checks.
+        run: the executed notebook and its kernel.
+        workdir: the notebook's scratch folder (saved models are read there).
+        hidden_seed: None for visible convolution cases only.
+        probe_timeout: seconds one question to the kernel may take.
+
+    Returns:
+        One `CheckResult` per check, in the assignment's order.
+    """
+    ctx = Context(run=run, workdir=workdir, hidden_seed=hidden_seed, probe_timeout=probe_timeout)
+    results = []
+    for check in assignment.checks:
+        if not run.result.readable and check.name != "runs":
+            outcome = Outcome("failed", f"not graded: the notebook {_UNREADABLE[run.result.failure.kind]}.")
+        else:
+            try:
+                outcome = check.run(ctx)
+            except Exception as error:  # a bug in a check: report it, grade the rest
+                outcome = Outcome(
+                    "error", f"the grader failed on this check ({type(error).__name__}: {error}); tell your instructor."
+                )
+                traceback.print_exc()
+        results.append(_check_result(check, outcome))
+    return results
+
+
+@dataclass
+class _Job:
+    """One notebook to grade, with the kernel started for it ahead of time."""
+
+    submission: SubmissionResult
+    assignment: Assignment
+    notebook: Path
+    workdir: Path
+    out_dir: Path | None
+    problems: list[str]
+    last: bool
+    scratch: Path
+    kernel: Kernel | None = None
+
+
+def _jobs(paths: list[Path], options: GradeOptions, out_dir_for: Callable[[str], Path | None]) -> Iterator[_Job]:
+    """The notebooks to grade, in order; each submission is copied to scratch when reached."""
+    exclude = tuple(artifact for assignment in ASSIGNMENTS for artifact in assignment.artifacts)
+    for path, name in zip(paths, unique_names(paths)):
+        path = Path(path)
+        _, pairs = find_notebooks(path)
+        if options.only is not None:
+            pairs = [(a, p) for a, p in pairs if a.notebook in options.only or p.name in options.only]
+        submission = SubmissionResult(name=name, path=path, hidden_cases=options.hidden_seed is not None)
+        submission.elapsed = time.monotonic()  # start time until the submission is done
+        scratch = Path(tempfile.mkdtemp(prefix="grade-", dir=options.scratch_root))
+        present = [a for a, p in pairs if p.exists()]
+        try:
+            problems = _prepare(present)
+            if any(a.needs_weights for a in present):
+                from grader.artifacts import grading_weights
+
+                submission.weights = grading_weights()[1]
+        except Exception as error:
+            problems = [f"the grader could not prepare the data: {error}"]
+        # One folder for the whole submission, as on the student's machine: the notebooks run
+        # in order and a later one may read what an earlier one saved (03 compares itself with
+        # 02's model). Saved models in the submission itself are left out: they must come from
+        # this run.
+        workdir = scratch / "work"
+        try:
+            copy_to_scratch(path, workdir, exclude=exclude)
+        except OSError as error:
+            problems = problems + [f"the submission could not be copied completely: {error}"]
+        for index, (assignment, notebook) in enumerate(pairs):
+            yield _Job(
+                submission,
+                assignment,
+                notebook,
+                workdir,
+                out_dir_for(name),
+                problems,
+                last=index == len(pairs) - 1,
+                scratch=scratch,
+            )
+        if not pairs:
+            yield _Job(submission, GENERIC, path, workdir, None, problems, last=True, scratch=scratch)
+
+
+def _launch(job: _Job | None, options: GradeOptions) -> None:
+    if job is not None and job.kernel is None and job.notebook.is_file() and job.assignment.checks:
+        job.kernel = start_kernel(
+            workdir=job.workdir, seed=options.seed, limits=options.limits, sandbox=options.sandbox
+        )
+
+
+def _grade_job(job: _Job, options: GradeOptions, log: Callable[[str], None] | None) -> NotebookResult:
+    if log is not None:
+        log(f"  {job.notebook.name}: {'running' if job.notebook.is_file() else 'missing'}")
+    copied = job.workdir / job.notebook.name
+    run = execute_notebook(
+        copied if copied.is_file() else job.notebook,
+        workdir=job.workdir,
+        limits=options.limits,
+        seed=options.seed,
+        sandbox=options.sandbox,
+        kernel=job.kernel,
+        rerun=options.rerun,
+    )
+    job.kernel = None  # execute_notebook owns it now
+    run.result.path = job.notebook
+    run.result.warnings[:0] = job.problems
+    if log is not None and run.result.readable:
+        log(f"  {job.notebook.name}: ran in {run.result.elapsed:.1f} s; checking")
+    with run:
+        checks = grade_notebook_run(
+            job.assignment,
+            run,
+            workdir=job.workdir,
+            hidden_seed=options.hidden_seed,
+            probe_timeout=min(PROBE_TIMEOUT_S, options.limits.cell_timeout),
+        )
+    result = NotebookResult(name=job.notebook.name, path=job.notebook, checks=checks, execution=run.result)
+    if job.out_dir is not None and run.result.notebook is not None:
+        import nbformat
+
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        result.executed_path = job.out_dir / job.notebook.name
+        nbformat.write(run.result.notebook, result.executed_path)
+    return result
+
+
+def grade_submissions(
+    paths: list[Path],
+    *,
+    options: GradeOptions = GradeOptions(),
+    out_dir_for: Callable[[str], Path | None] = lambda name: None,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[SubmissionResult]:
+    """Grade submissions one after the other, yielding each as soon as it is graded.
+
+    The kernel of the next notebook (of this submission or the next one) starts while the
+    current notebook runs, so its start-up time is hidden.
+
+    Args:
+        paths: submission folders or single notebooks.
+        options: see `GradeOptions`.
+        out_dir_for: submission name -> folder for its executed notebooks (None: not saved).
+        log: called with one line per step (progress for people), or None.
+
+    Yields:
+        One `SubmissionResult` per path, in order (reports are written by `grader.report`).
+    """
+    jobs = _jobs(list(paths), options, out_dir_for)
+    current = next(jobs, None)
+    try:
+        while current is not None:
+            upcoming = next(jobs, None)
+            submission = current.submission
+            try:
+                _launch(current, options)
+                _launch(upcoming, options)
+                if not submission.grader_error:
+                    submission.notebooks.append(_grade_job(current, options, log))
+            except Exception as error:  # the grader's own fault: say so, keep what was graded
+                submission.grader_error = f"{type(error).__name__}: {error}"
+                traceback.print_exc()
+            finally:
+                if current.kernel is not None:
+                    current.kernel.shutdown()
+            if current.last:
+                if not options.keep_scratch:
+                    shutil.rmtree(current.scratch, ignore_errors=True)
+                submission.elapsed = time.monotonic() - submission.elapsed
+                yield submission
+            current = upcoming
+    finally:
+        if current is not None and current.kernel is not None:
+            current.kernel.shutdown()
+
+
+def grade_submission(
+    path: Path,
+    *,
+    options: GradeOptions = GradeOptions(),
+    out_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SubmissionResult:
+    """Grade every notebook of one submission.
+
+    Args:
+        path: a submission folder or a single notebook.
+        options: see `GradeOptions`.
+        out_dir: where to save the executed notebooks (None: not saved).
+        log: called with one line per step (progress for people), or None.
+
+    Returns:
+        The `SubmissionResult` (reports are written by `grader.report`).
+    """
+    return next(grade_submissions([path], options=options, out_dir_for=lambda name: out_dir, log=log))

@@ -1,0 +1,218 @@
+"""Report stage: a `SubmissionResult` as JSON (machines), Markdown (the student, and GitHub's job
+summary), JUnit XML (CI: one test case per check) and a CSV gradebook row (the instructor).
+
+`write_reports` writes all of them into one folder per submission, each file atomically (a
+half-written report never replaces a good one), and updates that submission's row in the
+gradebook next to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+from grader.results import CheckResult, NotebookResult, SubmissionResult, to_dict
+
+__all__ = ["gradebook_row", "to_json", "to_junit", "to_markdown", "update_gradebook", "write_reports"]
+
+_ICONS = {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "➖"}
+
+
+def _points(value: float) -> str:
+    return f"{value:g}"
+
+
+def to_json(result: SubmissionResult) -> str:
+    """The full result as indented JSON (executed notebooks left out; they are files)."""
+    data = to_dict(result)
+    data["graded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def _sandbox_line(result: SubmissionResult) -> str:
+    infos = {n.execution.sandbox.describe() for n in result.notebooks if n.execution and n.execution.sandbox}
+    return "; ".join(sorted(infos)) or "no notebook ran"
+
+
+def _weights_line(result: SubmissionResult) -> str | None:
+    info = result.weights
+    if not info:
+        return None
+    if info.get("error"):
+        return f"ResNet-18 weights: none available on the grading machine ({info['error'].splitlines()[0]})"
+    kind = (
+        "official ImageNet (torchvision IMAGENET1K_V1)"
+        if info.get("official")
+        else "stand-in, NOT the official ImageNet weights"
+    )
+    return f"ResNet-18 weights: {kind}, sha256 `{info.get('sha256')}`"
+
+
+def _notebook_markdown(notebook: NotebookResult) -> list[str]:
+    lines = [f"## {notebook.name}: {_points(notebook.points)} / {_points(notebook.max_points)}", ""]
+    execution = notebook.execution
+    if execution is not None and execution.readable:
+        facts = [f"ran in {execution.elapsed:.1f} s ({execution.cells_elapsed:.1f} s in cells)"]
+        if execution.peak_memory:
+            facts.append(f"peak memory {execution.peak_memory / 2**30:.2f} GiB")
+        if execution.failure is not None:
+            facts.append(f"stopped early: {execution.failure.message}")
+        lines += ["_" + "; ".join(facts) + "_", ""]
+    for warning in execution.warnings if execution else []:
+        lines += [f"> Note: {warning}", ""]
+    for check in notebook.checks:
+        lines += _check_markdown(check)
+    return lines
+
+
+def _check_markdown(check: CheckResult) -> list[str]:
+    icon = "📝" if check.manual else _ICONS[check.status]
+    points = f"{_points(check.points)} / {_points(check.max_points)}" if check.max_points else "no points"
+    lines = [f"- {icon} **{check.title}** ({points})"]
+    if check.message:
+        lines.append(f"  {check.message}")
+    return lines
+
+
+def to_markdown(result: SubmissionResult) -> str:
+    """What a student reads: each notebook, each check, its points and what to fix."""
+    lines = [f"# {result.name}: {_points(result.points)} / {_points(result.max_points)} points", ""]
+    lines.append(f"- Kernel: {_sandbox_line(result)}")
+    weights = _weights_line(result)
+    if weights:
+        lines.append(f"- {weights}")
+    lines.append(
+        "- Convolution cases: visible and hidden"
+        if result.hidden_cases
+        else "- Convolution cases: visible only (self-check; grading adds hidden cases)"
+    )
+    if result.grader_error:
+        lines.append(f"- **The grader itself failed ({result.grader_error}); these points are incomplete.**")
+    lines.append("")
+    for notebook in result.notebooks:
+        lines += _notebook_markdown(notebook) + [""]
+    manual = [c for c in result.checks if c.manual]
+    if manual:
+        lines += [
+            f"📝 {len(manual)} answer(s) are left for the instructor to read; they carry no automatic points.",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_junit(result: SubmissionResult) -> str:
+    """JUnit XML: one test suite per notebook, one test case per check."""
+    suites = ET.Element("testsuites", name=f"grade {result.name}")
+    for notebook in result.notebooks:
+        counts = {status: sum(c.status == status for c in notebook.checks) for status in _ICONS}
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=notebook.name,
+            tests=str(len(notebook.checks)),
+            failures=str(counts["failed"]),
+            errors=str(counts["error"]),
+            skipped=str(counts["skipped"]),
+            time=f"{notebook.execution.elapsed if notebook.execution else 0:.3f}",
+        )
+        for check in notebook.checks:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"{result.name}.{Path(notebook.name).stem}",
+                name=check.name,
+            )
+            ET.SubElement(case, "properties").extend(
+                [
+                    ET.Element("property", name="points", value=_points(check.points)),
+                    ET.Element("property", name="max_points", value=_points(check.max_points)),
+                ]
+            )
+            if check.status in ("failed", "error"):
+                tag = "failure" if check.status == "failed" else "error"
+                ET.SubElement(case, tag, message=check.message[:500]).text = check.message
+            elif check.status == "skipped":
+                ET.SubElement(case, "skipped", message=check.message[:500])
+            if check.status == "passed" and check.message:
+                ET.SubElement(case, "system-out").text = check.message
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+GRADEBOOK_FIELDS = ["submission", "points", "max_points", "percent", "status", "seconds", "sandboxed", "weights"]
+
+
+def gradebook_row(result: SubmissionResult) -> dict[str, str]:
+    """One CSV row: the submission, points per notebook and in total, status, time taken."""
+    row = {
+        "submission": result.name,
+        "points": _points(result.points),
+        "max_points": _points(result.max_points),
+        "percent": f"{100 * result.points / result.max_points:.1f}" if result.max_points else "",
+        "status": "grader_error" if result.grader_error else "graded",
+        "seconds": f"{result.elapsed:.1f}",
+        "sandboxed": str(
+            all(n.execution.sandbox.enabled for n in result.notebooks if n.execution and n.execution.sandbox)
+        ).lower(),
+        "weights": "" if not result.weights else ("official" if result.weights.get("official") else "stand-in"),
+    }
+    for notebook in result.notebooks:
+        row[Path(notebook.name).stem] = _points(notebook.points)
+    return row
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are read by people and CI uploads
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update_gradebook(path: Path, row: dict[str, str]) -> None:
+    """Insert or replace ``row`` (by submission) in the CSV gradebook at ``path``."""
+    rows: list[dict[str, str]] = []
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("submission") != row["submission"]]
+    rows.append(row)
+    rows.sort(key=lambda r: r["submission"])
+    fields = list(GRADEBOOK_FIELDS)
+    for r in rows:
+        fields += [key for key in r if key not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(path, buffer.getvalue())
+
+
+def write_reports(result: SubmissionResult, out_dir: Path, *, gradebook: Path | None = None) -> dict[str, Path]:
+    """Write ``result.json``, ``report.md``, ``junit.xml`` into ``out_dir`` and update the gradebook.
+
+    Args:
+        result: the graded submission.
+        out_dir: the submission's report folder (executed notebooks go there too).
+        gradebook: CSV to update; None means ``out_dir.parent / "gradebook.csv"``.
+
+    Returns:
+        The paths written, by kind.
+    """
+    paths = {"json": out_dir / "result.json", "markdown": out_dir / "report.md", "junit": out_dir / "junit.xml"}
+    _atomic_write(paths["json"], to_json(result))
+    _atomic_write(paths["markdown"], to_markdown(result))
+    _atomic_write(paths["junit"], to_junit(result))
+    paths["gradebook"] = gradebook or out_dir.parent / "gradebook.csv"
+    update_gradebook(paths["gradebook"], gradebook_row(result))
+    return paths

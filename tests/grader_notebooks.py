@@ -1,0 +1,84 @@
+"""Small notebooks for the grader's tests, written from code strings next to the assertions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from grader.kernel import Limits
+
+# Limits that keep a hanging test short; a kernel with torch needs a few seconds on a busy CPU.
+FAST = Limits(cell_timeout=20, timeout=60, memory_gib=4)
+
+
+def write_notebook(path: Path, *cells: str, markdown: dict[int, str] | None = None) -> Path:
+    """Write a notebook of code cells (``markdown`` inserts Markdown cells at given positions)."""
+    nb_cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    for position, text in sorted((markdown or {}).items()):
+        nb_cells.insert(position, nbformat.v4.new_markdown_cell(text))
+    notebook = nbformat.v4.new_notebook(cells=nb_cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, path)
+    return path
+
+
+SIMPLEST_OK = """
+import numpy as np
+
+def custom_conv_2d_simplest_case(x, kernel, bias):
+    kh, kw = kernel.shape
+    out = np.zeros((x.shape[0] - kh + 1, x.shape[1] - kw + 1))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = (x[i:i + kh, j:j + kw] * kernel).sum()
+    return out + bias
+"""
+
+BATCHED_OK = """
+import torch
+
+def custom_conv_2d(x, kernel, bias):
+    n, c, h, w = x.shape
+    c_out, _, kh, kw = kernel.shape
+    out = torch.zeros(n, c_out, h - kh + 1, w - kw + 1)
+    for i in range(h - kh + 1):
+        for j in range(w - kw + 1):
+            window = x[:, None, :, i:i + kh, j:j + kw]  # (N, 1, C, kh, kw)
+            out[:, :, i, j] = (window * kernel[None]).sum((2, 3, 4))
+    return out + bias[None, :, None, None]
+"""
+
+# Assumes one input channel, as the seed notebook did.
+BATCHED_ONE_CHANNEL = BATCHED_OK.replace("window * kernel[None]", "window[:, :, :1] * kernel[None, :, :1]")
+
+FULL_OK = """
+import torch
+
+def custom_conv_2d_full(x, kernel, bias, stride=1, padding=0):
+    n, c, h, w = x.shape
+    c_out, _, kh, kw = kernel.shape
+    h_out = (h + 2 * padding - kh) // stride + 1
+    w_out = (w + 2 * padding - kw) // stride + 1
+    cols = torch.nn.functional.unfold(x, (kh, kw), padding=padding, stride=stride)  # (N, C*kh*kw, L)
+    out = kernel.reshape(c_out, -1) @ cols  # (N, C_out, L)
+    return out.reshape(n, c_out, h_out, w_out) + bias[None, :, None, None]
+"""
+
+# Right for every stride but 2: an off-by-one in the output height.
+FULL_STRIDE_2_BUG = """
+import torch
+
+def custom_conv_2d_full(x, kernel, bias, stride=1, padding=0):
+    n, c, h, w = x.shape
+    c_out, _, kh, kw = kernel.shape
+    h_out = (h + 2 * padding - kh) // stride + 1
+    w_out = (w + 2 * padding - kw) // stride + 1
+    if stride == 2:
+        h_out -= 1
+    cols = torch.nn.functional.unfold(x, (kh, kw), padding=padding, stride=stride)  # (N, C*kh*kw, L)
+    cols = cols[..., : h_out * w_out]
+    out = kernel.reshape(c_out, -1) @ cols  # (N, C_out, L)
+    return out.reshape(n, c_out, h_out, w_out) + bias[None, :, None, None]
+"""

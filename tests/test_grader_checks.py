@@ -1,0 +1,161 @@
+"""Checks and helpers that need no kernel: convolution cases and messages, printed-metric
+parsing, figure presence, the written answer, where a missing name should have come from."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+import torch
+
+from grader import checks
+from grader import convolution as conv
+from grader.artifacts import printed_metrics
+from grader.assignments import ASSIGNMENTS, BATCHED, FULL, SIMPLEST, find_assignment
+from grader.results import CellRun, ExecutionResult, RunFailure
+
+
+def notebook(*cells):
+    made = []
+    for cell in cells:
+        if isinstance(cell, str):
+            made.append(nbformat.v4.new_code_cell(cell))
+        else:
+            made.append(cell)
+    return nbformat.v4.new_notebook(cells=made)
+
+
+def context(nb, cells=(), failure=None, kernel=None):
+    result = ExecutionResult(path=None, cells=list(cells), failure=failure, notebook=nb)
+    return checks.Context(run=SimpleNamespace(result=result, kernel=kernel), workdir=None)
+
+
+# ------------------------------------------------------------------------------- convolution cases
+
+
+@pytest.mark.parametrize("spec", [SIMPLEST, BATCHED, FULL], ids=lambda s: s.name)
+def test_cases_are_deterministic_valid_and_cover_each_option(spec):
+    first = conv.make_cases(spec, seed=7, count=16)
+    again = conv.make_cases(spec, seed=7, count=16)
+    other = conv.make_cases(spec, seed=8, count=16)
+    assert all(torch.equal(a.x, b.x) for a, b in zip(first, again))
+    assert not all(a.x.shape == b.x.shape and torch.equal(a.x, b.x) for a, b in zip(first, other))
+    for case in first:
+        assert conv.compare(case, conv.reference(case)) is None
+    covered = {name for case in first for name, on in case.features.items() if on}
+    assert {"a non-square kernel", "a non-square input", "a 1x1 kernel"} <= covered
+    if spec is FULL:
+        assert {"stride 2", "stride 3", "padding 1", "padding 2", "several input channels", "batch > 1"} <= covered
+
+
+def test_compare_reports_shape_error_and_exceptions():
+    case = conv.make_cases(FULL, seed=1, count=1)[0]
+    expected = conv.reference(case)
+    assert "expected" in conv.compare(case, expected[..., :-1])
+    assert "largest absolute error 0.5" in conv.compare(case, expected + 0.5)
+    assert conv.compare(case, "ValueError: bad") == "raised ValueError: bad"
+    assert "NaN" in conv.compare(case, expected * float("nan"))
+
+
+def test_diagnose_names_the_feature_that_separates_failures():
+    cases = conv.make_cases(FULL, seed=3, count=20)
+    failed = [case.stride == 2 for case in cases]
+    assert conv.diagnose(cases, failed) == "It fails exactly on the cases with stride 2."
+    assert conv.diagnose(cases, [False] * len(cases)) == ""
+
+
+def test_hidden_seed_comes_from_flag_then_environment(monkeypatch):
+    monkeypatch.setenv(conv.HIDDEN_SEED_ENV, "99")
+    assert conv.resolve_hidden_seed(5) == (5, "--hidden-seed")
+    assert conv.resolve_hidden_seed(None) == (99, f"${conv.HIDDEN_SEED_ENV}")
+
+
+# ------------------------------------------------------------------------------- notebook outputs
+
+
+def test_printed_metrics_are_parsed_from_outputs():
+    nb = notebook("print(...)", "r")
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="epoch 1 val_acc 0.5\nTest accuracy: 91.2%\n")
+    ]
+    nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "{'acc': 0.9, 'f1': 0.88}"})]
+    assert printed_metrics(nb) == pytest.approx({"acc": 0.9, "f1": 0.88})
+
+
+def test_figures_are_found_by_the_cell_that_draws_them():
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    nb = notebook("plot_history(history)", "fig = plot_confusion_matrix(cm, names)", "x = 1")
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data=png)]
+    ctx = context(nb)
+    assert checks.figure(ctx, kind="loss").status == "passed"
+    assert checks.figure(ctx, kind="confusion").status == "failed"  # its cell shows nothing
+    grid = checks.figure(ctx, kind="grid")
+    assert grid.status == "failed" and "1 figures found" in grid.message
+
+
+def test_written_answer_is_flagged_for_reading_or_failed_when_empty(tmp_path):
+    question = nbformat.v4.new_markdown_cell("### 2.6 Размышления\nСравните две модели.")
+    template = tmp_path / "template.ipynb"
+    placeholder = nbformat.v4.new_code_cell("# <YOUR CODE>\nraise NotImplementedError('<YOUR CODE>: compare')")
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), question, placeholder]), template
+    )
+
+    in_markdown = notebook(
+        "x = 1",
+        question,
+        nbformat.v4.new_markdown_cell(
+            "ResNet-18 trains only its last layer, so it reaches a lower accuracy than the CNN."
+        ),
+    )
+    outcome = checks.written_answer(context(in_markdown), template=template)
+    assert outcome.manual and outcome.status == "skipped" and "ResNet-18 trains only" in outcome.message
+
+    table = (
+        "| | CNN | ResNet-18 |\n|---|---|---|\n| accuracy | 0.91 | 0.80 |\nThe CNN is better because it sees details."
+    )
+    in_output = notebook("x = 1", question, "Markdown(text)")
+    in_output.cells[2].outputs = [
+        nbformat.v4.new_output("execute_result", data={"text/markdown": table, "text/plain": "<Markdown>"})
+    ]
+    assert "accuracy | 0.91" in checks.written_answer(context(in_output), template=template).message
+
+    untouched = notebook("x = 1", question, placeholder.source)
+    untouched.cells[2].outputs = [
+        nbformat.v4.new_output("error", ename="NotImplementedError", evalue="<YOUR CODE>: compare", traceback=[])
+    ]
+    empty = checks.written_answer(context(untouched), template=template)
+    assert empty.status == "failed" and not empty.manual and "empty" in empty.message
+
+    renamed_heading = notebook(
+        "x = 1",
+        nbformat.v4.new_markdown_cell("## Сравнение моделей"),
+        nbformat.v4.new_markdown_cell("The transfer model is worse here: the features were learned on colour photos."),
+    )
+    assert checks.written_answer(context(renamed_heading), template=None).manual
+
+
+def test_missing_name_is_explained_by_the_cell_that_should_define_it():
+    nb = notebook(
+        "x = 1", "def f():\n    # <YOUR CODE>\n    raise NotImplementedError", "import os; os._exit(1)", "g = f"
+    )
+    cells = [
+        CellRun(0, "x = 1", "ok"),
+        CellRun(1, "def f():", "error", error_name="SyntaxError", error_message="bad"),
+        CellRun(2, "import os; os._exit(1)", "died", error_message="exited with code 1"),
+        CellRun(3, "g = f", "not_run"),
+    ]
+    ctx = context(nb, cells, failure=RunFailure("died", "cell 2: the kernel exited with code 1", 2))
+    assert "raised SyntaxError: bad" in ctx.explain_missing("f") and "<YOUR CODE>" in ctx.explain_missing("f")
+    assert "never ran" in ctx.explain_missing("g") and "exited with code 1" in ctx.explain_missing("g")
+    assert "No cell defines `h`" in ctx.explain_missing("h")
+
+
+def test_every_assignment_has_points_and_unique_check_names():
+    for assignment in ASSIGNMENTS:
+        names = [check.name for check in assignment.checks]
+        assert len(names) == len(set(names)) and assignment.max_points > 0
+        assert find_assignment(assignment.notebook) is assignment
+    assert find_assignment("02_my_own_name.ipynb").notebook == "02_cnn_fashion_mnist.ipynb"
+    assert find_assignment("notes.ipynb") is None

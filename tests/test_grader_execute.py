@@ -1,0 +1,177 @@
+"""The run stage on real notebooks and a real kernel: errors, time limits, memory, dying kernels,
+unreadable files. Each kernel-backed test runs one small notebook that exercises several things."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from grader_notebooks import write_notebook
+
+from grader.execute import copy_to_scratch, execute_notebook, read_notebook
+from grader.kernel import Limits
+
+
+def run(tmp_path, *cells, limits=Limits(cell_timeout=20, timeout=60, memory_gib=4), **kwargs):
+    path = write_notebook(tmp_path / "submission" / "nb.ipynb", *cells)
+    return execute_notebook(
+        path, workdir=copy_to_scratch(path.parent, tmp_path / "scratch" / "work"), limits=limits, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------- unreadable files
+
+
+def test_truncated_notebook_says_where_it_stops_and_how_to_resave(tmp_path):
+    good = write_notebook(tmp_path / "good.ipynb", "x = 1", "print(x)")
+    raw = good.read_bytes()
+    bad = tmp_path / "bad.ipynb"
+    bad.write_bytes(raw[: len(raw) // 2])
+    notebook, failure, _ = read_notebook(bad)
+    assert notebook is None
+    assert failure.kind == "invalid"
+    assert "not valid JSON" in failure.message and "truncated" in failure.message
+    assert f"byte {len(raw) // 2}" in failure.message
+    assert "File > Save" in failure.message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "empty"),
+        (b'{"cells": [], "nbformat": 4,, }', "line 1"),
+        (b"[1, 2, 3]", "not a Jupyter notebook"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+    ],
+)
+def test_unreadable_files_become_failures_with_a_reason(tmp_path, content, expected):
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(content)
+    notebook, failure, _ = read_notebook(path)
+    assert notebook is None and failure.kind == "invalid"
+    assert expected in failure.message
+
+
+def test_missing_notebook_is_a_result_not_an_exception(tmp_path):
+    with execute_notebook(tmp_path / "absent.ipynb", workdir=tmp_path / "w") as result_run:
+        assert result_run.kernel is None
+        assert result_run.result.failure.kind == "missing"
+        assert not result_run.result.readable
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def test_errors_are_recorded_and_the_run_goes_on_with_seeds_set_and_outputs_cleared(tmp_path):
+    path = write_notebook(
+        tmp_path / "submission" / "nb.ipynb",
+        "import random, sys\nx = random.random()\nprint('warning!', file=sys.stderr)",
+        "1 / 0",
+        "y = x + 1\nprint('still running')",
+    )
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="stale output\n")]
+    nbformat.write(notebook, path)
+    with execute_notebook(path, workdir=copy_to_scratch(path.parent, tmp_path / "s" / "w"), seed=0) as result_run:
+        result = result_run.result
+        assert [c.status for c in result.cells] == ["ok", "error", "ok"]  # stderr alone is no failure
+        assert result.cells[1].error_name == "ZeroDivisionError"
+        assert result.failure is None
+        outputs = result.notebook.cells[0].outputs
+        assert not any("stale output" in o.get("text", "") for o in outputs)
+        assert "still running" in result.notebook.cells[2].outputs[0]["text"]
+        import random
+
+        random.seed(0)
+        expected = random.random()
+        assert result_run.kernel.run_code("print(repr(x))", timeout=10).stdout.strip() == repr(expected)
+
+
+def test_torch_is_seeded_and_deterministic_when_the_notebook_imports_it(tmp_path):
+    with run(
+        tmp_path, "import torch\nprint(torch.rand(3).tolist(), torch.are_deterministic_algorithms_enabled())", seed=3
+    ) as result_run:
+        import torch
+
+        expected = f"{torch.rand(3, generator=torch.Generator().manual_seed(3)).tolist()} True"
+        assert result_run.result.notebook.cells[0].outputs[0]["text"].strip() == expected
+
+
+def test_a_cell_that_prints_too_much_is_cut_at_the_output_limit(tmp_path):
+    from grader.kernel import MAX_OUTPUT_BYTES
+
+    with run(tmp_path, "for _ in range(1500):\n    print('x' * 10_000)", "print('after')") as result_run:
+        first, second = (cell.outputs for cell in result_run.result.notebook.cells)
+        assert sum(len(o.get("text", "")) for o in first) <= MAX_OUTPUT_BYTES + 200
+        assert "the rest was dropped" in first[-1]["text"]
+        assert second[0]["text"] == "after\n"
+
+
+def test_hanging_cell_is_interrupted_and_later_cells_still_run(tmp_path):
+    with run(
+        tmp_path, "x = 1", "while True:\n    pass", "y = x + 1", limits=Limits(cell_timeout=3, timeout=60)
+    ) as result_run:
+        result = result_run.result
+        assert [c.status for c in result.cells] == ["ok", "timeout", "ok"]
+        assert result.failure.kind == "cell_timeout" and result.failure.cell == 1
+        assert "limit of 3 s" in result.failure.message and "while True" in result.failure.message
+        assert result_run.kernel.run_code("print(y)", timeout=10).stdout.strip() == "2"
+
+
+def test_whole_notebook_time_limit_stops_the_run_but_keeps_the_kernel(tmp_path):
+    with run(
+        tmp_path,
+        "import time\nx = 1",
+        "time.sleep(2)",
+        "time.sleep(2)",
+        "time.sleep(30)",
+        "z = 3",
+        limits=Limits(cell_timeout=20, timeout=6),
+    ) as result_run:
+        result = result_run.result
+        assert [c.status for c in result.cells] == ["ok", "ok", "ok", "timeout", "not_run"]
+        assert result.failure.kind == "notebook_timeout" and result.failure.cell == 3
+        assert "time limit of 6 s" in result.failure.message
+        assert result_run.kernel.run_code("print(x)", timeout=10).stdout.strip() == "1"
+
+
+@pytest.mark.slow
+def test_kernel_that_kills_itself_fails_its_cell_and_earlier_cells_are_rerun(tmp_path):
+    with run(tmp_path, "a = 41", "b = a + 1", "import os\nos.kill(os.getpid(), 9)", "c = 3") as result_run:
+        result = result_run.result
+        assert [c.status for c in result.cells] == ["ok", "ok", "died", "not_run"]
+        assert result.failure.kind == "died" and result.failure.cell == 2
+        assert "SIGKILL" in result.failure.message and "cell 2 (`import os`)" in result.failure.message
+        assert result.rerun_cells == 2
+        # The fresh kernel has what the cells before the fatal one defined.
+        assert result_run.kernel.run_code("print(b)", timeout=10).stdout.strip() == "42"
+        assert result_run.kernel.run_code("print(c)", timeout=10).status == "error"
+
+
+@pytest.mark.slow
+def test_os_exit_names_the_exit_code(tmp_path):
+    with run(tmp_path, "import os\nos._exit(3)", rerun=False) as result_run:
+        assert result_run.kernel is None
+        assert "exited with code 3" in result_run.result.failure.message
+
+
+@pytest.mark.slow
+def test_memory_hog_is_stopped_at_the_limit_and_only_its_notebook_fails(tmp_path):
+    hog = "import numpy as np\nblocks = []\nfor _ in range(24):\n    blocks.append(np.ones(2**27))  # 1 GiB each"
+    with run(tmp_path, "x = 1", hog, limits=Limits(cell_timeout=120, timeout=240, memory_gib=1.5)) as result_run:
+        result = result_run.result
+        assert result.failure.kind == "memory"
+        assert "memory limit of 1.5 GiB exceeded" in result.failure.message
+        assert result.cells[1].status == "died" and result.cells[1].error_name == "MemoryLimit"
+        assert 1.5 * 2**30 <= result.peak_memory < 6 * 2**30  # stopped well before the 24 GiB asked for
+        assert result_run.kernel.run_code("print(x)", timeout=10).stdout.strip() == "1"
+
+
+def test_executed_notebook_is_valid_and_the_submission_is_untouched(tmp_path):
+    path = write_notebook(tmp_path / "submission" / "nb.ipynb", "print('hello')", "1/0")
+    before = path.read_bytes()
+    with execute_notebook(path, workdir=copy_to_scratch(path.parent, tmp_path / "s" / "w")) as result_run:
+        nbformat.validate(result_run.result.notebook)
+        assert "hello" in json.dumps(result_run.result.notebook)
+    assert path.read_bytes() == before

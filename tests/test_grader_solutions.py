@@ -1,0 +1,98 @@
+"""The grader on the reference solutions: every automatic check passes with full points.
+
+Training is not repeated here: the checks of ``02`` and ``03`` run on the session fixtures of
+``tests/conftest.py`` (each solution executed once per session), through an adapter that lets
+the grader's probes talk to that kernel. ``01`` is cheap, so it also goes through the whole
+command line (run stage and sandbox included), with the template next to it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from grader.assignments import CNN, CONVOLUTION, TRANSFER
+from grader.cli import EXIT_OK, main
+from grader.execute import NotebookRun
+from grader.grade import grade_notebook_run
+from grader.kernel import CodeOutcome
+from grader.results import CellRun, ExecutionResult, SandboxInfo
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def needs(name: str):
+    return pytest.mark.skipif(not (REPO / "solutions" / name).is_file(), reason=f"solutions/{name} not written yet")
+
+
+class ConftestKernel:
+    """The conftest's live kernel, seen through the grader's `Kernel` interface."""
+
+    def __init__(self, run, runtime_dir: Path) -> None:
+        self.run, self.runtime_dir = run, runtime_dir
+
+    def run_code(self, code: str, *, timeout: float) -> CodeOutcome:
+        try:
+            return CodeOutcome("ok", self.run.ask(code))
+        except CellExecutionError as error:
+            return CodeOutcome("error", "", error.ename, error.evalue)
+
+    def is_alive(self) -> bool:
+        return True
+
+
+def grade_conftest_run(run, assignment, tmp_path, hidden_seed=2024):
+    code_cells = [i for i, cell in enumerate(run.notebook.cells) if cell.cell_type == "code" and cell.source.strip()]
+    cells = [CellRun(i, "", "ok" if run.error_cell is None or i < run.error_cell else "not_run") for i in code_cells]
+    result = ExecutionResult(
+        path=Path(run.name), cells=cells, notebook=run.notebook, sandbox=SandboxInfo(False, "conftest kernel")
+    )
+    notebook_run = NotebookRun(result, ConftestKernel(run, tmp_path))
+    checks = grade_notebook_run(assignment, notebook_run, workdir=run.workdir, hidden_seed=hidden_seed)
+    return {check.name: check for check in checks}
+
+
+def assert_full_points(checks):
+    for check in checks.values():
+        if check.manual:
+            assert check.status == "skipped" and "for the instructor to read" in check.message
+        elif check.name == "printed_metrics":
+            assert check.status in ("passed", "skipped"), check.message
+        else:
+            assert check.status == "passed" and check.points == check.max_points, f"{check.name}: {check.message}"
+
+
+@needs("01_convolution.ipynb")
+def test_reference_convolutions_pass_the_hidden_cases(convolution_run, tmp_path):
+    assert_full_points(grade_conftest_run(convolution_run, CONVOLUTION, tmp_path))
+
+
+@needs("02_cnn_fashion_mnist.ipynb")
+def test_reference_cnn_gets_full_points(cnn_run, tmp_path):
+    checks = grade_conftest_run(cnn_run, CNN, tmp_path)
+    assert_full_points(checks)
+    assert "test accuracy is 0.9" in checks["accuracy"].message
+
+
+@needs("03_transfer_resnet18.ipynb")
+def test_reference_transfer_gets_full_points(transfer_run, tmp_path):
+    checks = grade_conftest_run(transfer_run, TRANSFER, tmp_path)
+    assert_full_points(checks)
+    assert "stand-in (NOT official)" in checks["pretrained"].message
+
+
+@needs("01_convolution.ipynb")
+def test_command_line_grades_the_solution_and_the_template(tmp_path, capsys):
+    paths = [str(REPO / "solutions" / "01_convolution.ipynb"), str(REPO / "assignments" / "01_convolution.ipynb")]
+    assert main(["grade", *paths, "--out", str(tmp_path), "--hidden-seed", "1"]) == EXIT_OK
+    solution = json.loads((tmp_path / "solutions-01_convolution" / "result.json").read_text())
+    template = json.loads((tmp_path / "assignments-01_convolution" / "result.json").read_text())
+    assert solution["points"] == solution["max_points"] == CONVOLUTION.max_points
+    assert template["points"] == 0
+    runs = template["notebooks"][0]["checks"][0]["message"]
+    assert "still have <YOUR CODE>" in runs and "NotImplementedError" in runs
