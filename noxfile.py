@@ -34,9 +34,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def grade(session: nox.Session) -> None:
-    """Grade submissions; with no arguments, grade the reference solutions."""
+    """Grade submissions; with no arguments, grade the reference solutions.
+
+    Grading the reference solutions is also the kit's demo, so on a machine that cannot get the
+    official ResNet-18 weights it falls back to a stand-in (and the reports say so). Real
+    submissions are graded only with the weights the machine has.
+    """
     _install(session)
-    session.run("python", "-m", "grader", "grade", *session.posargs, external=True)
+    args = session.posargs or ["--standin-weights-if-missing", "out/weights/resnet18-standin.pth"]
+    session.run("python", "-m", "grader", "grade", *args, external=True)
 
 
 @nox.session
