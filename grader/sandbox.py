@@ -19,6 +19,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from grader.results import SandboxInfo
@@ -31,6 +32,8 @@ _GPU_DEVICES = ("/dev/nvidia*", "/dev/dri", "/dev/kfd")
 # Environment variables naming files the notebooks read (weights, data, caches). The kernel's
 # /tmp is private, so a path under /tmp would vanish inside the sandbox: such paths are bound
 # read-only into it.
+KIT_ROOT = Path(__file__).resolve().parents[1]  # holds src/, grader/ and data/
+
 READ_ENV = ("KIT_RESNET18_WEIGHTS", "KIT_DATA_DIR", "TORCH_HOME", "XDG_CACHE_HOME", "HF_HOME")
 
 
@@ -116,14 +119,18 @@ def bwrap_argv(command: list[str], *, writable: Path, cwd: Path, tmp_bytes: int 
         The full ``bwrap`` command line.
     """
     writable = Path(os.path.realpath(writable))
-    readable = []
+    # The kit's own code and the Python environment may live under /tmp too (a CI clone, a
+    # virtualenv), which the private /tmp would hide: bind them back, read-only.
+    folders = [KIT_ROOT, Path(sys.prefix), Path(sys.base_prefix)]
     for name in READ_ENV:
         value = os.environ.get(name)
         if value:
             path = Path(os.path.realpath(value))
-            folder = path if path.is_dir() else path.parent  # a weights file has a sidecar next to it
-            if folder.is_dir() and folder != Path("/"):
-                readable += ["--ro-bind", str(folder), str(folder)]
+            folders.append(path if path.is_dir() else path.parent)  # a weights file has a sidecar
+    readable = []
+    for folder in dict.fromkeys(Path(os.path.realpath(f)) for f in folders):
+        if folder.is_dir() and folder != Path("/"):
+            readable += ["--ro-bind", str(folder), str(folder)]
     return [
         shutil.which("bwrap") or "bwrap",
         *_common_args(tmp_bytes=tmp_bytes),
