@@ -251,7 +251,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
             result = release_module.find_stale(solutions_dir=args.solutions, assignments_dir=args.assignments)
         else:
             result = release_module.release(solutions_dir=args.solutions, assignments_dir=args.assignments)
-    except (release_module.MarkerError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # MarkerError is a ValueError; so is an unreadable notebook
         _log(f"error: {error}")
         return EXIT_USAGE
     for name in result.extra:

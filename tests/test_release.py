@@ -10,7 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from grader import release
-from grader.__main__ import main
+from grader.cli import main
 
 SOLUTIONS = release.REPO_ROOT / "solutions"
 ASSIGNMENTS = release.REPO_ROOT / "assignments"
@@ -251,10 +251,3 @@ def test_cli_release_and_check(tmp_path, capsys):
     (solutions / "b.ipynb").write_text('{"cells": [', encoding="utf-8")  # truncated file
     assert main(["release", *folders]) == 2
     assert "b.ipynb: not a readable notebook" in capsys.readouterr().err
-
-
-def test_cli_without_a_command_shows_usage(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([])
-    assert exit_info.value.code == 2
-    assert "release" in capsys.readouterr().err
