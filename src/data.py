@@ -64,8 +64,9 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def _network_timeout(seconds: float) -> Iterator[None]:
-    # torchvision opens URLs without a timeout; the socket default is the only handle on it.
+def network_timeout(seconds: float) -> Iterator[None]:
+    """Bound every socket operation inside the block: torchvision and torch.hub open URLs with no
+    timeout, and the socket default is the only handle on it."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:
@@ -134,7 +135,7 @@ def ensure_fashion_mnist(
     download_error: BaseException | None = None
     if download:
         try:
-            with _network_timeout(DOWNLOAD_TIMEOUT_S):
+            with network_timeout(DOWNLOAD_TIMEOUT_S):
                 datasets.FashionMNIST(root, train=True, download=True)
             return root
         except (RuntimeError, URLError, OSError) as err:  # torchvision wraps URLError in RuntimeError

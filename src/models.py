@@ -21,13 +21,10 @@ notebook avoids this by computing the frozen backbone's features once, in ``eval
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
-import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +32,8 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
+
+from src.data import network_timeout
 
 WEIGHTS_ENV = "KIT_RESNET18_WEIGHTS"
 OFFICIAL_FILENAME = "resnet18-f37072fd.pth"  # basename of ResNet18_Weights.IMAGENET1K_V1.url
@@ -132,17 +131,6 @@ def _fixes() -> str:
     )
 
 
-@contextlib.contextmanager
-def _network_timeout(seconds: float) -> Iterator[None]:
-    # torch.hub opens URLs without a timeout; the socket default is the only handle on it.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def _load_local(path: Path, origin: str) -> nn.Module:
     if not path.is_file():
         raise WeightsNotFoundError(f"ResNet-18 weights file {path} (from {origin}) does not exist.\n{_fixes()}")
@@ -199,7 +187,7 @@ def load_resnet18(
                 raise ValueError(f"{cached} is not a torchvision ResNet-18 state_dict: {err}") from err
         else:
             try:
-                with _network_timeout(DOWNLOAD_TIMEOUT_S):
+                with network_timeout(DOWNLOAD_TIMEOUT_S):
                     model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1, progress=progress)
             except (OSError, RuntimeError) as err:  # URLError/timeouts are OSError; a bad hash is RuntimeError
                 raise WeightsNotFoundError(
