@@ -36,20 +36,20 @@ import nbformat
 from nbformat import NotebookNode
 
 __all__ = [
+    "ANSWER_PLACEHOLDER",
     "BEGIN_SOLUTION",
     "END_SOLUTION",
-    "SOLUTION_TAG",
     "PLACEHOLDER",
-    "ANSWER_PLACEHOLDER",
+    "REPO_ROOT",
+    "SOLUTION_TAG",
     "MarkerError",
+    "ReleaseResult",
     "SolutionRegion",
     "find_regions",
-    "make_template",
-    "render_template",
-    "release",
     "find_stale",
-    "ReleaseResult",
-    "REPO_ROOT",
+    "make_template",
+    "release",
+    "render_template",
 ]
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
@@ -168,9 +168,9 @@ def _enclosing_function(source: str, line: int) -> str | None:
         return None
     name = None
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno < line <= node.end_lineno:
-            if name is None or node.lineno > name[0]:
-                name = (node.lineno, node.name)
+        inside = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno < line <= node.end_lineno
+        if inside and (name is None or node.lineno > name[0]):  # the innermost starts last
+            name = (node.lineno, node.name)
     return name[1] if name else None
 
 

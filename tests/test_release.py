@@ -166,7 +166,7 @@ def test_the_placeholder_fails_with_its_message():
     source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\nf()"
     template = release.make_template(new_notebook(cells=[new_code_cell(source)]))
     with pytest.raises(NotImplementedError, match="<YOUR CODE>: implement f"):
-        exec(template.cells[0].source, {})
+        exec(template.cells[0].source, {})  # noqa: S102 - our own generated template
 
 
 def test_markdown_region_and_solution_cells():
