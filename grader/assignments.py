@@ -68,6 +68,31 @@ F1_THRESHOLD = 0.7
 
 RUNS = CheckDef("runs", "The notebook runs top to bottom without errors", 0, checks.runs)
 
+
+def _shown_and_measured(artifact: str, *, metric_points: float) -> tuple[CheckDef, ...]:
+    """The figures a training notebook must show, then the metrics of its saved model."""
+    return (
+        CheckDef("loss_plot", "A plot of the loss by epoch is shown", 1, partial(checks.figure, kind="loss")),
+        CheckDef(
+            "image_grid", "Test images with true and predicted class are shown", 1, partial(checks.figure, kind="grid")
+        ),
+        CheckDef("confusion_matrix", "The confusion matrix is shown", 1, partial(checks.figure, kind="confusion")),
+        CheckDef(
+            "accuracy",
+            f"Saved model: test accuracy >= {ACC_THRESHOLD}",
+            metric_points,
+            partial(checks.metric, artifact=artifact, name="acc", threshold=ACC_THRESHOLD),
+        ),
+        CheckDef(
+            "f1",
+            f"Saved model: test macro-F1 >= {F1_THRESHOLD}",
+            metric_points,
+            partial(checks.metric, artifact=artifact, name="f1", threshold=F1_THRESHOLD),
+        ),
+        CheckDef("printed_metrics", "Printed metrics agree with the saved model", 0,
+                 partial(checks.printed_matches, artifact=artifact)),
+    )
+
 # What each convolution must support (the notebook states the same to the student).
 SIMPLEST = ConvSpec("custom_conv_2d_simplest_case", numpy_inputs=True, kernel_size=(1, 5))
 BATCHED = ConvSpec("custom_conv_2d", batch=(1, 3), in_channels=(1, 3), out_channels=(1, 4), kernel_size=(1, 5))
@@ -122,29 +147,7 @@ CNN = Assignment(
             1,
             partial(checks.parameter_counts, model="model", counts={"n_params": "total"}),
         ),
-        CheckDef("loss_plot", "A plot of the loss by epoch is shown", 1, partial(checks.figure, kind="loss")),
-        CheckDef(
-            "image_grid", "Test images with true and predicted class are shown", 1, partial(checks.figure, kind="grid")
-        ),
-        CheckDef("confusion_matrix", "The confusion matrix is shown", 1, partial(checks.figure, kind="confusion")),
-        CheckDef(
-            "accuracy",
-            f"Saved model: test accuracy >= {ACC_THRESHOLD}",
-            3,
-            partial(checks.metric, artifact=CNN_MODEL, name="acc", threshold=ACC_THRESHOLD),
-        ),
-        CheckDef(
-            "f1",
-            f"Saved model: test macro-F1 >= {F1_THRESHOLD}",
-            3,
-            partial(checks.metric, artifact=CNN_MODEL, name="f1", threshold=F1_THRESHOLD),
-        ),
-        CheckDef(
-            "printed_metrics",
-            "Printed metrics agree with the saved model",
-            0,
-            partial(checks.printed_matches, artifact=CNN_MODEL),
-        ),
+        *_shown_and_measured(CNN_MODEL, metric_points=3),
     ),
 )
 
@@ -189,29 +192,7 @@ TRANSFER = Assignment(
             2,
             partial(checks.backbone_pretrained, artifact=RESNET_MODEL, head_name="fc"),
         ),
-        CheckDef("loss_plot", "A plot of the loss by epoch is shown", 1, partial(checks.figure, kind="loss")),
-        CheckDef(
-            "image_grid", "Test images with true and predicted class are shown", 1, partial(checks.figure, kind="grid")
-        ),
-        CheckDef("confusion_matrix", "The confusion matrix is shown", 1, partial(checks.figure, kind="confusion")),
-        CheckDef(
-            "accuracy",
-            f"Saved model: test accuracy >= {ACC_THRESHOLD}",
-            2,
-            partial(checks.metric, artifact=RESNET_MODEL, name="acc", threshold=ACC_THRESHOLD),
-        ),
-        CheckDef(
-            "f1",
-            f"Saved model: test macro-F1 >= {F1_THRESHOLD}",
-            2,
-            partial(checks.metric, artifact=RESNET_MODEL, name="f1", threshold=F1_THRESHOLD),
-        ),
-        CheckDef(
-            "printed_metrics",
-            "Printed metrics agree with the saved model",
-            0,
-            partial(checks.printed_matches, artifact=RESNET_MODEL),
-        ),
+        *_shown_and_measured(RESNET_MODEL, metric_points=2),
         CheckDef(
             "comparison",
             "Written comparison of the two models (read by the instructor)",

@@ -273,16 +273,24 @@ def kind_summary(facts: dict[str, Any]) -> str:
     return f"total {facts['total']:,}, trainable {facts['trainable']:,}, frozen {facts['frozen']:,}"
 
 
-def head(ctx: Context, *, model: str, head_name: str = "fc", classes: int = 10) -> Outcome:
-    """The final layer is a trainable ``nn.Linear`` with ``classes`` outputs."""
+def _head_facts(ctx: Context, *, model: str, head_name: str) -> tuple[dict[str, Any], Outcome | None]:
+    """The kernel's facts about ``model`` and its head, or the outcome when there is no module."""
     answer = ctx.ask("head_facts", model_name=model, head_name=head_name)
     if not answer.ok:
-        return error(ctx.kernel_problem(answer))
+        return {}, error(ctx.kernel_problem(answer))
     facts = answer.value
     if not facts["model"].get("defined"):
-        return failed(ctx.explain_missing(model))
+        return facts, failed(ctx.explain_missing(model))
     if not facts["model"].get("is_module"):
-        return failed(f"`{model}` is a {facts['model']['type']}, expected a torch.nn.Module.")
+        return facts, failed(f"`{model}` is a {facts['model']['type']}, expected a torch.nn.Module.")
+    return facts, None
+
+
+def head(ctx: Context, *, model: str, head_name: str = "fc", classes: int = 10) -> Outcome:
+    """The final layer is a trainable ``nn.Linear`` with ``classes`` outputs."""
+    facts, problem = _head_facts(ctx, model=model, head_name=head_name)
+    if problem is not None:
+        return problem
     layer = facts["head"]
     if layer is None:
         return failed(
@@ -305,14 +313,9 @@ def head(ctx: Context, *, model: str, head_name: str = "fc", classes: int = 10) 
 
 def frozen(ctx: Context, *, model: str, head_name: str = "fc") -> Outcome:
     """Every parameter outside the head has ``requires_grad=False``."""
-    answer = ctx.ask("head_facts", model_name=model, head_name=head_name)
-    if not answer.ok:
-        return error(ctx.kernel_problem(answer))
-    facts = answer.value
-    if not facts["model"].get("defined"):
-        return failed(ctx.explain_missing(model))
-    if not facts["model"].get("is_module"):
-        return failed(f"`{model}` is a {facts['model']['type']}, expected a torch.nn.Module.")
+    facts, problem = _head_facts(ctx, model=model, head_name=head_name)
+    if problem is not None:
+        return problem
     trainable = facts["trainable_outside_head"]
     if trainable:
         shown = ", ".join(trainable[:3]) + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
