@@ -79,8 +79,20 @@ def test_reference_cnn_gets_full_points(cnn_run, tmp_path):
     assert "test accuracy is 0.9" in checks["accuracy"].message
 
 
+@pytest.fixture
+def grader_weights(standin_weights, monkeypatch):
+    """The grader's own process compares with the same stand-in the notebook kernel loaded."""
+    from grader.artifacts import grading_weights
+    from src.models import WEIGHTS_ENV
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(standin_weights))
+    grading_weights.cache_clear()
+    yield standin_weights
+    grading_weights.cache_clear()
+
+
 @needs("03_transfer_resnet18.ipynb")
-def test_reference_transfer_gets_full_points(transfer_run, tmp_path):
+def test_reference_transfer_gets_full_points(transfer_run, grader_weights, tmp_path):
     checks = grade_conftest_run(transfer_run, TRANSFER, tmp_path)
     assert_full_points(checks)
     assert "stand-in (NOT official)" in checks["pretrained"].message
