@@ -9,11 +9,14 @@ nothing. Use a virtualenv of your own around nox if you want isolation.
     nox -s grade -- PATH...       # grade submissions (folders or notebooks)
     nox -s tests                  # the full test suite, slow tests included
     nox -s tests -- -m "not slow" # the quick part only
-    nox -s release                # regenerate assignments/ from solutions/
+    nox -s release                # regenerate assignments/ and write out/student-repo
+    nox -s check                  # a student's self-check of assignments/*.ipynb
     nox -s bench                  # benchmarks that print their figures
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -28,8 +31,18 @@ def _install(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (pytest); extra arguments go to pytest."""
+    if not Path("tests").is_dir():
+        session.skip("no tests/ here (a student repository): use `nox -s check`")
     _install(session)
     session.run("python", "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """A student's self-check of each notebook in assignments/ (or of the notebooks named)."""
+    _install(session)
+    for notebook in session.posargs or sorted(str(p) for p in Path("assignments").glob("*.ipynb")):
+        session.run("python", "-m", "grader", "check", notebook, external=True)
 
 
 @nox.session
@@ -47,9 +60,10 @@ def grade(session: nox.Session) -> None:
 
 @nox.session
 def release(session: nox.Session) -> None:
-    """Write assignments/ from solutions/ (solution regions replaced by placeholders)."""
+    """Write assignments/ from solutions/ and the student repository into out/student-repo."""
     _install(session)
-    session.run("python", "-m", "grader", "release", *session.posargs, external=True)
+    args = session.posargs or ["--student-repo", "out/student-repo"]
+    session.run("python", "-m", "grader", "release", *args, external=True)
 
 
 @nox.session

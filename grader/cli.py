@@ -1,6 +1,8 @@
 """Command line of the grader: argument parsing only; each command calls library functions.
 
-    python -m grader grade [PATH ...]      grade submissions (folders or notebooks); default solutions/
+    python -m grader grade [PATH ...]      grade submissions (folders, class folders or notebooks);
+                                           default solutions/ (assignments/ in a student repository)
+    python -m grader merge SOURCE... --out DIR  merge the reports of several shards
     python -m grader check NOTEBOOK        a student's self-check: visible cases only
     python -m grader release               write assignments/ from solutions/
 
@@ -66,12 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     grade = commands.add_parser(
         "grade",
         help="grade submissions: run, probe, verify, report",
-        description="Grade each PATH (a folder with the three notebooks, or one notebook) and write "
-        "result.json, report.md, junit.xml and the executed notebooks to OUT/<submission>/, and a "
-        "row per submission to OUT/gradebook.csv.",
+        description="Grade each submission named by PATH (a folder with the three notebooks, a class "
+        "folder with one sub-folder per submission, or one notebook) and write report.md, junit.xml, "
+        "the executed notebooks and, last, result.json to OUT/<submission>/; then OUT/gradebook.csv "
+        "(one row per submission) and OUT/overview.md (the class at a glance). A submission already "
+        "graded in OUT with the same notebooks and options is skipped, so an interrupted batch "
+        "resumes where it stopped.",
     )
     grade.add_argument(
-        "paths", nargs="*", type=Path, metavar="PATH", help="submission folders or notebooks (default: solutions/)"
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="a submission folder, a class folder (one sub-folder per submission) or a notebook "
+        "(default: solutions/, or assignments/ where there is no solutions/)",
     )
     grade.add_argument("--out", type=Path, default=Path("out/grades"), help="report folder (default: %(default)s)")
     grade.add_argument(
@@ -97,8 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
         "init, NOT ImageNet) at FILE and grade with it; every report then says so. For demos and "
         "for machines that cannot reach the official file, never for real grades",
     )
+    batch = grade.add_argument_group("class batches")
+    batch.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="grade N submissions at once (default: one per CPU core, as many as the memory holds)",
+    )
+    batch.add_argument("--force", action="store_true", help="grade again the submissions already graded in OUT")
+    batch.add_argument(
+        "--shard", default=None, metavar="I/N", help="grade only shard I of N (deterministic, by submission name)"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_limits(grade, cell=Limits.cell_timeout, notebook=Limits.timeout)
     grade.set_defaults(func=_cmd_grade)
+
+    merge = commands.add_parser(
+        "merge",
+        help="merge the report folders of several shards into one gradebook",
+        description="Copy each graded submission of each SOURCE (an --out folder of `grade --shard`) "
+        "into OUT and write OUT/gradebook.csv and OUT/overview.md for all of them.",
+    )
+    merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    merge.add_argument("--out", type=Path, required=True, help="the merged report folder")
+    merge.set_defaults(func=_cmd_merge)
 
     check = commands.add_parser(
         "check",
@@ -111,8 +144,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(check, cell=Limits.cell_timeout, notebook=Limits.timeout)
     check.set_defaults(func=_cmd_check)
 
+    pr = commands.add_parser(
+        "pr",
+        help="grade a pull request of a student repository (what its workflow runs)",
+        description="Refuse a pull request that changes files outside assignments/; otherwise grade "
+        "the notebooks it changes, as committed in HEAD. Writes the reports to OUT and, on GitHub "
+        "Actions, the Markdown report to $GITHUB_STEP_SUMMARY and GitHub Classroom's points to "
+        "$GITHUB_OUTPUT (result=...). Exit 1 when the pull request is refused.",
+    )
+    pr.add_argument("--repo", type=Path, default=Path("."), help="a clone with both commits (default: .)")
+    pr.add_argument("--base", required=True, metavar="COMMIT", help="the base branch's commit")
+    pr.add_argument("--head", required=True, metavar="COMMIT", help="the pull request's commit")
+    pr.add_argument("--out", type=Path, default=Path("out/pr"), help="report folder (default: %(default)s)")
+    _add_limits(pr, cell=Limits.cell_timeout, notebook=Limits.timeout)
+    pr.set_defaults(func=_cmd_pr)
+
     _add_release(commands)
     return parser
+
+
+def _cmd_pr(args: argparse.Namespace) -> int:
+    from grader.convolution import resolve_hidden_seed
+    from grader.pr import GitError, grade_pull_request
+
+    problem = _sandbox_problem(args)
+    if problem:
+        _log(f"error: --require-sandbox: {problem}")
+        return EXIT_GRADER
+    hidden_seed, source = resolve_hidden_seed(None)
+    _log(f"hidden convolution cases: seed from {source}")
+    try:
+        code, result, summary = grade_pull_request(
+            args.repo, args.base, args.head, out=args.out, options=_options(args, hidden_seed), log=_log
+        )
+    except GitError as error:
+        _log(f"error: {error}")
+        return EXIT_USAGE
+    print(summary, flush=True)
+    if result is not None and result.grader_error:
+        _log(f"error: the grader failed: {result.grader_error}")
+        return EXIT_GRADER
+    points, top = (result.points, result.max_points) if result is not None else (0, 0)
+    print(f"Points {points:g}/{top:g}", flush=True)
+    return code
 
 
 def _options(args: argparse.Namespace, hidden_seed: int | None):
@@ -137,41 +211,69 @@ def _log(message: str) -> None:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
+    from grader.batch import default_jobs, parse_shard, plan, run_batch, shard
     from grader.convolution import resolve_hidden_seed
-    from grader.grade import grade_submissions
-    from grader.report import write_reports
 
     problem = _sandbox_problem(args)
     if problem:
         _log(f"error: --require-sandbox: {problem}")
         return EXIT_GRADER
-    paths = args.paths or [REPO_ROOT / "solutions"]
+    paths = args.paths or [REPO_ROOT / "solutions" if (REPO_ROOT / "solutions").is_dir() else REPO_ROOT / "assignments"]
     missing = [p for p in paths if not p.exists()]
     if missing:
         _log("error: no such file or folder: " + ", ".join(map(str, missing)))
+        return EXIT_USAGE
+    if args.jobs is not None and args.jobs < 1:
+        _log(f"error: --jobs must be 1 or more, not {args.jobs}")
+        return EXIT_USAGE
+    try:
+        shard_of = parse_shard(args.shard) if args.shard else None
+    except ValueError as error:
+        _log(f"error: {error}")
         return EXIT_USAGE
     if args.standin_weights_if_missing is not None:
         _use_standin_if_missing(args.standin_weights_if_missing)
     hidden_seed, source = resolve_hidden_seed(args.hidden_seed)
     _log(f"hidden convolution cases: seed from {source}")
-    code = EXIT_OK
-    results = grade_submissions(
-        paths, options=_options(args, hidden_seed), out_dir_for=lambda name: args.out / name, log=_log
+    options = _options(args, hidden_seed)
+    items = plan(paths, args.out, options)
+    if shard_of is not None:
+        total = len(items)
+        items = shard(items, *shard_of)
+        _log(f"shard {shard_of[0]}/{shard_of[1]}: {len(items)} of {total} submissions")
+    jobs = args.jobs or default_jobs(options.limits.memory_gib)
+    if len(items) > 1:
+        _log(f"{len(items)} submissions, {jobs} at once; reports in {args.out}")
+    batch = run_batch(
+        items, args.out, options=options, jobs=jobs, force=args.force, log=_log, progress=not args.no_progress
     )
-    for path, result in zip(paths, results):
-        written = write_reports(result, args.out / result.name)
-        percent = 100 * result.points / result.max_points if result.max_points else 100.0
-        print(
-            f"{result.name}: {result.points:g} / {result.max_points:g} points ({percent:.0f}%) "
-            f"in {result.elapsed:.1f} s; report: {written['markdown']}",
-            flush=True,
-        )
-        if result.grader_error:
-            _log(f"error: the grader failed on {path}: {result.grader_error}")
+    code = EXIT_OK
+    for item in items:
+        row = batch.rows[item.name]
+        if item.name in batch.skipped:
+            print(f"{item.name}: {row['points']} / {row['max_points']} points (graded before; --force to redo)")
+        if row["status"] == "grader_error":
+            _log(f"error: the grader failed on {item.path}; see {item.out_dir / 'report.md'}")
             code = EXIT_GRADER
-        elif args.fail_under is not None and percent < args.fail_under and code == EXIT_OK:
-            code = EXIT_BELOW
+        elif args.fail_under is not None and row["percent"] and float(row["percent"]) < args.fail_under:
+            code = EXIT_BELOW if code == EXIT_OK else code
+    print(f"gradebook: {args.out / 'gradebook.csv'}; class overview: {args.out / 'overview.md'}", flush=True)
+    if len(items) == 1:
+        print(f"report: {items[0].out_dir / 'report.md'}", flush=True)
     return code
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from grader.batch import merge
+
+    missing = [p for p in args.sources if not p.is_dir()]
+    if missing:
+        _log("error: no such folder: " + ", ".join(map(str, missing)))
+        return EXIT_USAGE
+    for warning in merge(args.sources, args.out):
+        _log(f"warning: {warning}")
+    print(f"gradebook: {args.out / 'gradebook.csv'}; class overview: {args.out / 'overview.md'}")
+    return EXIT_OK
 
 
 def _use_standin_if_missing(path: Path) -> None:
@@ -240,6 +342,14 @@ def _add_release(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write nothing; exit 1 if a template is missing or differs from what release would write",
     )
+    release.add_argument(
+        "--student-repo",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write the whole student repository into DIR: assignments/, src/, grader/ (without "
+        "the hidden seed), the student README and the autograding workflow; never solutions/",
+    )
     release.set_defaults(func=_cmd_release)
 
 
@@ -268,6 +378,15 @@ def _cmd_release(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     if not result.written:
         print(f"{args.assignments} was already up to date")
+    if args.student_repo is not None:
+        from grader.student_repo import ReleaseError, write_student_repo
+
+        try:
+            files = write_student_repo(args.student_repo, solutions_dir=args.solutions)
+        except ReleaseError as error:
+            _log(f"error: {error}")
+            return EXIT_USAGE
+        print(f"wrote the student repository: {args.student_repo} ({len(files)} files)")
     return EXIT_OK
 
 

@@ -184,10 +184,12 @@ class _Job:
     kernel: Kernel | None = None
 
 
-def _jobs(paths: list[Path], options: GradeOptions, out_dir_for: Callable[[str], Path | None]) -> Iterator[_Job]:
+def _jobs(
+    paths: list[Path], names: list[str], options: GradeOptions, out_dir_for: Callable[[str], Path | None]
+) -> Iterator[_Job]:
     """The notebooks to grade, in order; each submission is copied to scratch when reached."""
     exclude = tuple(artifact for assignment in ASSIGNMENTS for artifact in assignment.artifacts)
-    for path, name in zip(paths, unique_names(paths)):
+    for path, name in zip(paths, names):
         path = Path(path)
         _, pairs = find_notebooks(path)
         if options.only is not None:
@@ -277,6 +279,7 @@ def grade_submissions(
     options: GradeOptions = GradeOptions(),
     out_dir_for: Callable[[str], Path | None] = lambda name: None,
     log: Callable[[str], None] | None = None,
+    names: list[str] | None = None,
 ) -> Iterator[SubmissionResult]:
     """Grade submissions one after the other, yielding each as soon as it is graded.
 
@@ -288,11 +291,13 @@ def grade_submissions(
         options: see `GradeOptions`.
         out_dir_for: submission name -> folder for its executed notebooks (None: not saved).
         log: called with one line per step (progress for people), or None.
+        names: the submissions' names (default: `unique_names`).
 
     Yields:
         One `SubmissionResult` per path, in order (reports are written by `grader.report`).
     """
-    jobs = _jobs(list(paths), options, out_dir_for)
+    paths = list(paths)
+    jobs = _jobs(paths, names or unique_names(paths), options, out_dir_for)
     current = next(jobs, None)
     try:
         while current is not None:

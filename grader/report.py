@@ -16,10 +16,11 @@ import tempfile
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Literal
 
 from grader.results import CheckResult, NotebookResult, SubmissionResult, to_dict
 
-__all__ = ["gradebook_row", "to_json", "to_junit", "to_markdown", "update_gradebook", "write_reports"]
+__all__ = ["atomic_write", "gradebook_csv", "gradebook_row", "to_json", "to_junit", "to_markdown", "update_gradebook", "write_reports"]
 
 _ICONS = {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "➖"}
 
@@ -28,10 +29,11 @@ def _points(value: float) -> str:
     return f"{value:g}"
 
 
-def to_json(result: SubmissionResult) -> str:
+def to_json(result: SubmissionResult, *, extra: dict[str, Any] | None = None) -> str:
     """The full result as indented JSON (executed notebooks left out; they are files)."""
     data = to_dict(result)
     data["graded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data.update(extra or {})
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
@@ -148,26 +150,45 @@ def to_junit(result: SubmissionResult) -> str:
 GRADEBOOK_FIELDS = ["submission", "points", "max_points", "percent", "status", "seconds", "sandboxed", "weights"]
 
 
-def gradebook_row(result: SubmissionResult) -> dict[str, str]:
-    """One CSV row: the submission, points per notebook and in total, status, time taken."""
+def gradebook_row(result: SubmissionResult | dict[str, Any]) -> dict[str, str]:
+    """One CSV row: the submission, points per notebook and in total, status, time taken.
+
+    Args:
+        result: a graded submission, or its ``result.json`` (as `to_json` wrote it).
+    """
+    data = to_dict(result) if isinstance(result, SubmissionResult) else result
+    points, max_points = float(data["points"]), float(data["max_points"])
+    notebooks = data.get("notebooks") or []
+    sandboxes = [n["execution"]["sandbox"] for n in notebooks if n.get("execution") and n["execution"].get("sandbox")]
+    weights = data.get("weights")
     row = {
-        "submission": result.name,
-        "points": _points(result.points),
-        "max_points": _points(result.max_points),
-        "percent": f"{100 * result.points / result.max_points:.1f}" if result.max_points else "",
-        "status": "grader_error" if result.grader_error else "graded",
-        "seconds": f"{result.elapsed:.1f}",
-        "sandboxed": str(
-            all(n.execution.sandbox.enabled for n in result.notebooks if n.execution and n.execution.sandbox)
-        ).lower(),
-        "weights": "" if not result.weights else ("official" if result.weights.get("official") else "stand-in"),
+        "submission": data["name"],
+        "points": _points(points),
+        "max_points": _points(max_points),
+        "percent": f"{100 * points / max_points:.1f}" if max_points else "",
+        "status": "grader_error" if data.get("grader_error") else "graded",
+        "seconds": f"{float(data.get('elapsed') or 0):.1f}",
+        "sandboxed": str(all(s.get("enabled") for s in sandboxes)).lower() if sandboxes else "",
+        "weights": "" if not weights else ("official" if weights.get("official") else "stand-in"),
     }
-    for notebook in result.notebooks:
-        row[Path(notebook.name).stem] = _points(notebook.points)
+    for notebook in notebooks:
+        row[Path(notebook["name"]).stem] = _points(float(notebook["points"]))
     return row
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def gradebook_csv(rows: list[dict[str, str]]) -> str:
+    """The gradebook as CSV text: the fixed columns, then one column per notebook; sorted by submission."""
+    fields = list(GRADEBOOK_FIELDS)
+    for row in rows:
+        fields += [key for key in row if key not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["submission"]))
+    return buffer.getvalue()
+
+
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -186,33 +207,34 @@ def update_gradebook(path: Path, row: dict[str, str]) -> None:
     if path.is_file():
         with path.open(newline="", encoding="utf-8") as handle:
             rows = [r for r in csv.DictReader(handle) if r.get("submission") != row["submission"]]
-    rows.append(row)
-    rows.sort(key=lambda r: r["submission"])
-    fields = list(GRADEBOOK_FIELDS)
-    for r in rows:
-        fields += [key for key in r if key not in fields]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, gradebook_csv(rows + [row]))
 
 
-def write_reports(result: SubmissionResult, out_dir: Path, *, gradebook: Path | None = None) -> dict[str, Path]:
-    """Write ``result.json``, ``report.md``, ``junit.xml`` into ``out_dir`` and update the gradebook.
+def write_reports(
+    result: SubmissionResult,
+    out_dir: Path,
+    *,
+    gradebook: Path | None | Literal[False] = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``junit.xml`` and then ``result.json`` into ``out_dir``; update the gradebook.
 
     Args:
         result: the graded submission.
         out_dir: the submission's report folder (executed notebooks go there too).
-        gradebook: CSV to update; None means ``out_dir.parent / "gradebook.csv"``.
+        gradebook: CSV to update; None means ``out_dir.parent / "gradebook.csv"``; False, none
+            (`grader.batch` rebuilds its gradebook from the ``result.json`` files).
+        extra: more top-level keys for ``result.json`` (a batch records what it graded).
 
     Returns:
         The paths written, by kind.
     """
-    paths = {"json": out_dir / "result.json", "markdown": out_dir / "report.md", "junit": out_dir / "junit.xml"}
-    _atomic_write(paths["json"], to_json(result))
-    _atomic_write(paths["markdown"], to_markdown(result))
-    _atomic_write(paths["junit"], to_junit(result))
-    paths["gradebook"] = gradebook or out_dir.parent / "gradebook.csv"
-    update_gradebook(paths["gradebook"], gradebook_row(result))
+    paths = {"markdown": out_dir / "report.md", "junit": out_dir / "junit.xml", "json": out_dir / "result.json"}
+    atomic_write(paths["markdown"], to_markdown(result))
+    atomic_write(paths["junit"], to_junit(result))
+    # result.json last: its presence means the submission's reports are complete (batches resume on it).
+    atomic_write(paths["json"], to_json(result, extra=extra))
+    if gradebook is not False:
+        paths["gradebook"] = gradebook or out_dir.parent / "gradebook.csv"
+        update_gradebook(paths["gradebook"], gradebook_row(result))
     return paths

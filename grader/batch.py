@@ -1,0 +1,465 @@
+"""Grade a class: many submissions, several at once, resumable, split into shards.
+
+    python -m grader grade submissions/ --jobs 2      # every submission folder in submissions/
+    python -m grader grade submissions/ --shard 1/4   # a quarter of them (a CI matrix job)
+    python -m grader merge shard-1/ shard-2/ ... --out class/
+
+Each submission's reports are written as soon as it is graded, ``result.json`` last and
+atomically, so a ``result.json`` means a complete result. A re-run skips every submission whose
+``result.json`` records the same notebooks (by content) and the same grading options, unless
+``--force``; a batch killed halfway resumes where it stopped. The gradebook and the class overview
+are rebuilt from the ``result.json`` files after each submission, so they are never ahead of, or
+behind, the reports on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.assignments import ASSIGNMENTS
+from grader.grade import GradeOptions, grade_submissions, unique_names
+from grader.report import atomic_write, gradebook_csv, gradebook_row, write_reports
+from grader.results import SubmissionResult
+
+__all__ = [
+    "Batch",
+    "BatchItem",
+    "default_jobs",
+    "discover",
+    "fingerprint",
+    "merge",
+    "overview_markdown",
+    "parse_shard",
+    "plan",
+    "rebuild_summaries",
+    "run_batch",
+    "shard",
+]
+
+GRADEBOOK = "gradebook.csv"
+OVERVIEW = "overview.md"
+RESULT = "result.json"
+
+
+# ----------------------------------------------------------------------------- what to grade
+
+
+def _has_notebooks(folder: Path) -> bool:
+    return any(folder.glob("*.ipynb"))
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """The submissions named by ``paths``.
+
+    A notebook is one submission. A folder holding notebooks is one submission. A folder holding
+    no notebook itself but sub-folders is a class: each sub-folder (not hidden) is a submission,
+    an empty one included (it is graded as missing every notebook rather than forgotten).
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not _has_notebooks(path):
+            subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+            if subfolders:
+                found += subfolders
+                continue
+        found.append(path)
+    return found
+
+
+def fingerprint(path: Path, options: GradeOptions) -> str:
+    """What a result depends on: the submission's notebooks (by content) and the grading options.
+
+    The hidden seed itself is left out (reports reach students); whether hidden cases were used
+    is in. Changing the hidden seed therefore needs ``--force``.
+    """
+    digest = hashlib.sha256()
+    path = Path(path)
+    notebooks = [path] if path.is_file() else sorted(path.glob("*.ipynb"))
+    for notebook in notebooks:
+        digest.update(notebook.name.encode() + b"\0")
+        try:
+            digest.update(hashlib.sha256(notebook.read_bytes()).digest())
+        except OSError:
+            digest.update(b"unreadable")
+    limits = options.limits
+    settings = (
+        options.seed,
+        options.hidden_seed is not None,
+        options.only,
+        limits.cell_timeout,
+        limits.timeout,
+        limits.memory_gib,
+    )
+    digest.update(repr(settings).encode())
+    return digest.hexdigest()
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``; raises ValueError with what to write instead."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes I/N, like 2/4 (shard 2 of 4), not {text!r}") from None
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {text}: I must be between 1 and N")
+    return index, count
+
+
+def shard(items: list[BatchItem], index: int, count: int) -> list[BatchItem]:
+    """Shard ``index`` of ``count`` (1-based): every count-th submission in name order.
+
+    Deterministic for the same set of submissions on any machine, and balanced to within one.
+    """
+    ordered = sorted(items, key=lambda item: item.name)
+    return ordered[index - 1 :: count]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One submission of a batch: where it is, its unique name, its report folder."""
+
+    path: Path
+    name: str
+    out_dir: Path
+    fingerprint: str
+
+
+def plan(paths: list[Path], out: Path, options: GradeOptions) -> list[BatchItem]:
+    """The batch's submissions (see `discover`), with unique names and report folders."""
+    submissions = discover(paths)
+    return [
+        BatchItem(path, name, out / name, fingerprint(path, options))
+        for path, name in zip(submissions, unique_names(submissions))
+    ]
+
+
+def _done(item: BatchItem) -> bool:
+    """True when ``item`` has a complete result for the same inputs (and no grader error)."""
+    try:
+        data = json.loads((item.out_dir / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return data.get("fingerprint") == item.fingerprint and not data.get("grader_error")
+
+
+def default_jobs(memory_gib: float) -> int:
+    """How many submissions this machine can grade at once: one per CPU core, as many as the
+    available memory holds at ``memory_gib`` per kernel, at least one."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    by_memory = int(psutil.virtual_memory().available / 2**30 // max(memory_gib, 0.1))
+    return max(1, min(cores, by_memory))
+
+
+# ----------------------------------------------------------------------------- grading
+
+
+def _write(result: SubmissionResult, item: BatchItem) -> dict[str, str]:
+    write_reports(result, item.out_dir, gradebook=False, extra={"fingerprint": item.fingerprint})
+    return gradebook_row(result)
+
+
+def _failed_result(item: BatchItem, message: str) -> SubmissionResult:
+    return SubmissionResult(name=item.name, path=item.path, grader_error=message)
+
+
+def _worker_init(threads: int) -> None:
+    # Kernels inherit this: N kernels at once share the cores instead of each taking all of them.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def _grade_in_worker(item: BatchItem, options: GradeOptions) -> dict[str, str]:
+    try:
+        results = grade_submissions(
+            [item.path], options=options, out_dir_for=lambda name: item.out_dir, names=[item.name]
+        )
+        result = next(results)
+    except Exception as error:  # the grader's own fault: a graded row, not a stopped batch
+        traceback.print_exc()
+        result = _failed_result(item, f"{type(error).__name__}: {error}")
+    return _write(result, item)
+
+
+@dataclass
+class Batch:
+    """What a batch did: every submission's gradebook row, and which were graded now."""
+
+    rows: dict[str, dict[str, str]] = field(default_factory=dict)
+    graded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def run_batch(
+    items: list[BatchItem],
+    out: Path,
+    *,
+    options: GradeOptions,
+    jobs: int = 1,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> Batch:
+    """Grade ``items``, ``jobs`` at once, skipping those already graded (unless ``force``).
+
+    Args:
+        items: from `plan` (and perhaps `shard`).
+        out: the batch's report folder: one folder per submission, ``gradebook.csv`` and
+            ``overview.md``.
+        options: see `GradeOptions`.
+        jobs: submissions graded at once; 1 grades in this process (the next kernel starts while
+            the current notebook runs), more use that many worker processes.
+        force: grade again what is already graded.
+        log: one line per step for people (only with ``jobs == 1``; workers are quiet).
+        progress: show a progress bar (done / total, ETA) on stderr.
+
+    Returns:
+        A `Batch`; its ``rows`` cover every item, graded now or before.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.monotonic()
+    batch = Batch()
+    pending = []
+    for item in items:
+        if not force and _done(item):
+            batch.skipped.append(item.name)
+            data = json.loads((item.out_dir / RESULT).read_text(encoding="utf-8"))
+            batch.rows[item.name] = gradebook_row(data)
+        else:
+            pending.append(item)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=len(items),
+        initial=len(batch.skipped),
+        unit="submission",
+        desc="grading",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30,
+    )
+    say = (lambda line: bar.write(line, file=sys.stderr)) if progress else (log or (lambda line: None))
+    if batch.skipped:
+        say(f"{len(batch.skipped)} of {len(items)} already graded (same notebooks, same options); --force grades them again")
+
+    def finished(item: BatchItem, row: dict[str, str]) -> None:
+        batch.rows[item.name] = row
+        batch.graded.append(item.name)
+        rebuild_summaries(out)
+        bar.update(1)
+        bar.write(  # results on stdout, progress and steps on stderr
+            f"{item.name}: {row['points']} / {row['max_points']} points ({row['percent'] or '-'}%) in "
+            f"{row['seconds']} s" + ("; GRADER ERROR, see its report" if row["status"] == "grader_error" else "")
+        )
+
+    try:
+        if jobs <= 1 or len(pending) <= 1:
+            _run_here(pending, options, finished, log=say if log else None)
+        else:
+            _run_in_workers(pending, options, jobs, finished, say)
+    finally:
+        bar.close()
+        rebuild_summaries(out)
+    batch.elapsed = time.monotonic() - start
+    return batch
+
+
+def _run_here(
+    pending: list[BatchItem],
+    options: GradeOptions,
+    finished: Callable[[BatchItem, dict[str, str]], None],
+    log: Callable[[str], None] | None,
+) -> None:
+    by_name = {item.name: item for item in pending}
+    results = grade_submissions(
+        [item.path for item in pending],
+        options=options,
+        out_dir_for=lambda name: by_name[name].out_dir,
+        names=[item.name for item in pending],
+        log=log,
+    )
+    for result in results:
+        item = by_name[result.name]
+        finished(item, _write(result, item))
+
+
+def _run_in_workers(
+    pending: list[BatchItem],
+    options: GradeOptions,
+    jobs: int,
+    finished: Callable[[BatchItem, dict[str, str]], None],
+    say: Callable[[str], None],
+) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // jobs)
+    todo = list(pending)
+    for attempt in (1, 2):  # a worker that dies breaks its pool: one fresh pool for the rest
+        context = multiprocessing.get_context("spawn")  # workers start clean: no threads, no zmq state
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
+            futures: dict[Future, BatchItem] = {pool.submit(_grade_in_worker, item, options): item for item in todo}
+            broken: list[BatchItem] = []
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = futures.pop(future)
+                    try:
+                        finished(item, future.result())
+                    except BrokenProcessPool:
+                        broken.append(item)
+        if not broken:
+            return
+        todo = sorted(broken, key=lambda item: item.name)
+        say(f"a grading worker died; {'retrying' if attempt == 1 else 'giving up on'} {len(todo)} submission(s)")
+    for item in todo:
+        message = "a grading worker process died twice while this submission was in the batch; re-run to retry it"
+        finished(item, _write(_failed_result(item, message), item))
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def _results(out: Path) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted(out.glob(f"*/{RESULT}")):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # being replaced right now, or not ours
+    return found
+
+
+def rebuild_summaries(out: Path) -> tuple[Path, Path]:
+    """Write ``gradebook.csv`` and ``overview.md`` in ``out`` from its ``*/result.json``."""
+    results = _results(out)
+    atomic_write(out / GRADEBOOK, gradebook_csv([gradebook_row(data) for data in results]))
+    atomic_write(out / OVERVIEW, overview_markdown(results))
+    return out / GRADEBOOK, out / OVERVIEW
+
+
+def _bar(count: int, largest: int, width: int = 30) -> str:
+    return "█" * (round(width * count / largest) if largest else 0)
+
+
+def overview_markdown(results: list[dict[str, Any]]) -> str:
+    """The class at a glance: score distribution, points per notebook, the checks most often failed."""
+    lines = ["# Class overview", ""]
+    if not results:
+        return "\n".join(lines + ["No graded submission yet.", ""])
+    percents = [100 * r["points"] / r["max_points"] if r["max_points"] else 0.0 for r in results]
+    errors = [r["name"] for r in results if r.get("grader_error")]
+    lines += [
+        f"- Submissions graded: {len(results)}"
+        + (f" ({len(errors)} with a grader error: {', '.join(errors)}; re-run to retry them)" if errors else ""),
+        f"- Score: mean {statistics.fmean(percents):.1f}%, median {statistics.median(percents):.1f}%, "
+        f"lowest {min(percents):.1f}%, highest {max(percents):.1f}%",
+        "",
+        "## Score distribution",
+        "",
+        "| score | submissions | |",
+        "|---|---:|---|",
+    ]
+    bins = Counter(min(int(p // 10), 9) for p in percents)
+    largest = max(bins.values())
+    for index in range(9, -1, -1):
+        label = "90-100%" if index == 9 else f"{10 * index}-{10 * index + 9}%"
+        lines.append(f"| {label} | {bins.get(index, 0)} | {_bar(bins.get(index, 0), largest)} |")
+
+    lines += ["", "## Per notebook", "", "| notebook | mean points | full marks | missing or unreadable |", "|---|---:|---:|---:|"]
+    order = {a.notebook: i for i, a in enumerate(ASSIGNMENTS)}
+    per_notebook: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        for notebook in result.get("notebooks") or []:
+            per_notebook.setdefault(notebook["name"], []).append(notebook)
+    for name in sorted(per_notebook, key=lambda n: (order.get(n, len(order)), n)):
+        graded = per_notebook[name]
+        top = graded[0]["max_points"]
+        mean = statistics.fmean(n["points"] for n in graded)
+        full = sum(1 for n in graded if n["points"] >= n["max_points"])
+        unreadable = sum(1 for n in graded if not _readable(n))
+        lines.append(f"| {name} | {mean:.1f} / {top:g} | {full} of {len(graded)} | {unreadable} |")
+
+    failed: Counter[tuple[str, str]] = Counter()
+    examples: dict[tuple[str, str], str] = {}
+    for result in results:
+        # A missing or unreadable notebook fails every check; it is counted above, once.
+        for notebook in filter(_readable, result.get("notebooks") or []):
+            for check in notebook.get("checks") or []:
+                if check["status"] in ("failed", "error") and not check.get("manual"):
+                    key = (notebook["name"], check["title"])
+                    failed[key] += 1
+                    examples.setdefault(key, f"{result['name']}: {check['message'].splitlines()[0][:160]}")
+    lines += ["", "## Checks most often failed", ""]
+    if failed:
+        lines += ["| notebook | check | failed | an example |", "|---|---|---:|---|"]
+        for (notebook, title), count in failed.most_common(10):
+            share = f"{count} ({100 * count / len(results):.0f}%)"
+            example = examples[(notebook, title)].replace("|", "\\|")
+            lines.append(f"| {notebook} | {title} | {share} | {example} |")
+    else:
+        lines.append("Every automatic check passed in every submission.")
+    manual = sum(1 for r in results for n in r.get("notebooks") or [] for c in n.get("checks") or [] if c.get("manual"))
+    if manual:
+        lines += ["", f"📝 {manual} written answer(s) are left for the instructor to read (see each report.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def _readable(notebook: dict[str, Any]) -> bool:
+    failure = (notebook.get("execution") or {}).get("failure") or {}
+    return failure.get("kind") not in ("missing", "invalid")
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def merge(sources: list[Path], out: Path) -> list[str]:
+    """Merge the report folders of several shards into ``out``; rebuild its gradebook and overview.
+
+    A submission found in several sources keeps its most recent result (by ``graded_at``).
+
+    Returns:
+        Warnings for people (duplicates, sources without results).
+    """
+    warnings = []
+    chosen: dict[str, tuple[str, Path]] = {}
+    for source in map(Path, sources):
+        folders = [p.parent for p in sorted(source.glob(f"*/{RESULT}"))]
+        if not folders:
+            warnings.append(f"{source} holds no graded submission (no */{RESULT})")
+        for folder in folders:
+            try:
+                graded_at = json.loads((folder / RESULT).read_text(encoding="utf-8")).get("graded_at", "")
+            except (OSError, ValueError) as error:
+                warnings.append(f"{folder / RESULT} is unreadable ({error}); left out")
+                continue
+            previous = chosen.get(folder.name)
+            if previous is not None:
+                warnings.append(f"{folder.name} is in {previous[1].parent} and in {source}; keeping the newer result")
+                if previous[0] >= graded_at:
+                    continue
+            chosen[folder.name] = (graded_at, folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (_, folder) in chosen.items():
+        target = out / name
+        if target.resolve() != folder.resolve():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target)
+    rebuild_summaries(out)
+    return warnings

