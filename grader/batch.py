@@ -233,8 +233,6 @@ def run_batch(
     Returns:
         A `Batch`; its ``rows`` cover every item, graded now or before.
     """
-    from tqdm.auto import tqdm
-
     start = time.monotonic()
     batch = Batch()
     pending = []
@@ -246,17 +244,8 @@ def run_batch(
         else:
             pending.append(item)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(
-        total=len(items),
-        initial=len(batch.skipped),
-        unit="submission",
-        desc="grading",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30,
-    )
-    say = (lambda line: bar.write(line, file=sys.stderr)) if progress else (log or (lambda line: None))
+    bar = _Progress(len(items), len(batch.skipped), enabled=progress and len(items) > 1)
+    say = bar.write_err if progress else (log or (lambda line: None))
     if batch.skipped:
         say(f"{len(batch.skipped)} of {len(items)} already graded (same notebooks, same options); --force grades them again")
 
@@ -264,11 +253,11 @@ def run_batch(
         batch.rows[item.name] = row
         batch.graded.append(item.name)
         rebuild_summaries(out)
-        bar.update(1)
-        bar.write(  # results on stdout, progress and steps on stderr
+        bar.write_out(  # results on stdout; steps and progress on stderr
             f"{item.name}: {row['points']} / {row['max_points']} points ({row['percent'] or '-'}%) in "
             f"{row['seconds']} s" + ("; GRADER ERROR, see its report" if row["status"] == "grader_error" else "")
         )
+        bar.advance()
 
     try:
         if jobs <= 1 or len(pending) <= 1:
@@ -280,6 +269,47 @@ def run_batch(
         rebuild_summaries(out)
     batch.elapsed = time.monotonic() - start
     return batch
+
+
+class _Progress:
+    """Done / total and an ETA on stderr: a tqdm bar on a terminal, one plain line per
+    submission in a log (CI), nothing for a single submission."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.total, self.done, self.started_with, self.start = total, done, done, time.monotonic()
+        self.plain = enabled and not sys.stderr.isatty()
+        self.bar = tqdm(
+            total=total,
+            initial=done,
+            unit="submission",
+            desc="grading",
+            file=sys.stderr,
+            disable=not enabled or self.plain,
+            dynamic_ncols=True,
+        )
+
+    def write_out(self, line: str) -> None:
+        self.bar.write(line, file=sys.stdout)
+
+    def write_err(self, line: str) -> None:
+        self.bar.write(line, file=sys.stderr)
+
+    def advance(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+        if self.plain:
+            elapsed = time.monotonic() - self.start
+            left = elapsed / (self.done - self.started_with) * (self.total - self.done)
+            print(
+                f"progress: {self.done}/{self.total} graded, {elapsed / 60:.1f} min so far, about {left / 60:.1f} min left",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _run_here(

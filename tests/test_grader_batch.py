@@ -162,8 +162,10 @@ def test_killed_batch_resumes_without_grading_twice_or_losing_anything(tmp_path)
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
     assert set(after) == {f"student{i:02d}" for i in range(5)} | {"zz-empty", "zz-truncated"}
     assert {name: after[name] for name in before} == before  # not graded twice
-    graded_now = [line.split(":")[0] for line in again.stdout.splitlines() if " points (" in line]
+    lines = again.stdout.splitlines()
+    graded_now = [line.split(":")[0] for line in lines if " points (" in line and "graded before" not in line]
     assert sorted(graded_now) == sorted(set(after) - set(before))
+    assert sorted(line.split(":")[0] for line in lines if "graded before" in line) == sorted(before)
     book = read_gradebook(out / "gradebook.csv")
     assert len(book) == 7 and book["student00"]["01_convolution"] != book["student02"]["01_convolution"]
     assert "could not be read" in json.dumps(json.loads((out / "zz-truncated" / "result.json").read_text()))
