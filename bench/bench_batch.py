@@ -57,8 +57,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
         root = Path(scratch)
         folder = make_class(root / "class", args.copies, args.notebooks)
-        print(f"{args.copies} copies of solutions/ ({', '.join(args.notebooks)}); {os.cpu_count()} CPUs; "
-              f"load average before: {os.getloadavg()[0]:.2f}")
+        print(
+            f"{args.copies} copies of solutions/ ({', '.join(args.notebooks)}); {os.cpu_count()} CPUs; "
+            f"load average before: {os.getloadavg()[0]:.2f}"
+        )
         print(f"{'jobs':>4}  {'wall s':>8}  {'s / submission':>14}  {'ratio':>6}  points")
         first = None
         for jobs in args.jobs:
@@ -66,9 +68,13 @@ def main() -> None:
             first = first or elapsed
             full = all(row["points"] == row["max_points"] and row["status"] == "graded" for row in rows)
             points = f"{len(rows)} rows, " + ("all full points" if full else "NOT all full points: figure void")
-            print(f"{jobs:>4}  {elapsed:8.1f}  {elapsed / len(rows):14.1f}  {first / elapsed:6.2f}  {points}", flush=True)
-        print(f"ratio: wall time of --jobs {args.jobs[0]} / wall time of --jobs J; load average after: "
-              f"{os.getloadavg()[0]:.2f}")
+            print(
+                f"{jobs:>4}  {elapsed:8.1f}  {elapsed / len(rows):14.1f}  {first / elapsed:6.2f}  {points}", flush=True
+            )
+        print(
+            f"ratio: wall time of --jobs {args.jobs[0]} / wall time of --jobs J; load average after: "
+            f"{os.getloadavg()[0]:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -247,7 +247,10 @@ def run_batch(
     bar = _Progress(len(items), len(batch.skipped), enabled=progress and len(items) > 1)
     say = bar.write_err if progress else (log or (lambda line: None))
     if batch.skipped:
-        say(f"{len(batch.skipped)} of {len(items)} already graded (same notebooks, same options); --force grades them again")
+        say(
+            f"{len(batch.skipped)} of {len(items)} already graded (same notebooks, same options); "
+            "--force grades them again"
+        )
 
     def finished(item: BatchItem, row: dict[str, str]) -> None:
         batch.rows[item.name] = row
@@ -303,7 +306,8 @@ class _Progress:
             elapsed = time.monotonic() - self.start
             left = elapsed / (self.done - self.started_with) * (self.total - self.done)
             print(
-                f"progress: {self.done}/{self.total} graded, {elapsed / 60:.1f} min so far, about {left / 60:.1f} min left",
+                f"progress: {self.done}/{self.total} graded, {elapsed / 60:.1f} min so far, "
+                f"about {left / 60:.1f} min left",
                 file=sys.stderr,
                 flush=True,
             )
@@ -343,7 +347,9 @@ def _run_in_workers(
     todo = list(pending)
     for attempt in (1, 2):  # a worker that dies breaks its pool: one fresh pool for the rest
         context = multiprocessing.get_context("spawn")  # workers start clean: no threads, no zmq state
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
             futures: dict[Future, BatchItem] = {pool.submit(_grade_in_worker, item, options): item for item in todo}
             broken: list[BatchItem] = []
             while futures:
@@ -412,7 +418,13 @@ def overview_markdown(results: list[dict[str, Any]]) -> str:
         label = "90-100%" if index == 9 else f"{10 * index}-{10 * index + 9}%"
         lines.append(f"| {label} | {bins.get(index, 0)} | {_bar(bins.get(index, 0), largest)} |")
 
-    lines += ["", "## Per notebook", "", "| notebook | mean points | full marks | missing or unreadable |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Per notebook",
+        "",
+        "| notebook | mean points | full marks | missing or unreadable |",
+        "|---|---:|---:|---:|",
+    ]
     order = {a.notebook: i for i, a in enumerate(ASSIGNMENTS)}
     per_notebook: dict[str, list[dict[str, Any]]] = {}
     for result in results:

@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.assignments import find_assignment
 from grader.report import to_markdown, write_reports
 from grader.results import SubmissionResult
 
@@ -65,6 +66,7 @@ class PullRequest:
     changed: list[str]
     outside: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
+    ungraded: list[str] = field(default_factory=list)
 
 
 def inspect(repo: Path, base: str, head: str) -> PullRequest:
@@ -73,15 +75,12 @@ def inspect(repo: Path, base: str, head: str) -> PullRequest:
         _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
     changed = changed_files(repo, base, head)
     present = set(_git(repo, "ls-tree", "-r", "--name-only", head, "--", ALLOWED).splitlines())
-    return PullRequest(
-        changed=changed,
-        outside=[path for path in changed if not path.startswith(ALLOWED)],
-        notebooks=[
-            path
-            for path in changed
-            if path in present and path.endswith(".ipynb") and "/" not in path[len(ALLOWED) :]
-        ],
-    )
+    pull = PullRequest(changed=changed, outside=[path for path in changed if not path.startswith(ALLOWED)])
+    for path in changed:
+        if path in present and path.endswith(".ipynb"):
+            top_level = "/" not in path[len(ALLOWED) :]
+            (pull.notebooks if top_level and find_assignment(Path(path)) else pull.ungraded).append(path)
+    return pull
 
 
 def _export(repo: Path, head: str, target: Path) -> Path:
@@ -169,8 +168,13 @@ def grade_pull_request(
         summary = refusal(pull.outside)
         _publish(summary, classroom_result(None, status="fail", message=summary))
         return 1, None, summary
+    others = "".join(
+        f"\n- `{path}` is not one of the assignment notebooks, so it is not graded" for path in pull.ungraded
+    )
     if not pull.notebooks:
-        summary = "# Nothing to grade\n\nThis pull request changes no notebook in `assignments/`.\n"
+        summary = (
+            f"# Nothing to grade\n\nThis pull request changes no assignment notebook in `assignments/`.\n{others}\n"
+        )
         _publish(summary, classroom_result(None, status="pass", message="no notebook changed"))
         return 0, None, summary
     names = tuple(Path(path).name for path in pull.notebooks)
@@ -179,6 +183,6 @@ def grade_pull_request(
         result = grade_submission(folder, options=replace(options, only=names), out_dir=out, log=log)
     result.name = f"pull request {head[:12]}"
     write_reports(result, out, gradebook=False)
-    summary = to_markdown(result)
+    summary = to_markdown(result) + (f"\n## Other notebooks\n{others}\n" if others else "")
     _publish(summary, classroom_result(result))
     return 0, result, summary

@@ -20,7 +20,16 @@ from typing import Any, Literal
 
 from grader.results import CheckResult, NotebookResult, SubmissionResult, to_dict
 
-__all__ = ["atomic_write", "gradebook_csv", "gradebook_row", "to_json", "to_junit", "to_markdown", "update_gradebook", "write_reports"]
+__all__ = [
+    "atomic_write",
+    "gradebook_csv",
+    "gradebook_row",
+    "to_json",
+    "to_junit",
+    "to_markdown",
+    "update_gradebook",
+    "write_reports",
+]
 
 _ICONS = {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "➖"}
 

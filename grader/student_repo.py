@@ -87,7 +87,9 @@ def leaks(target: Path, solutions_dir: Path) -> list[str]:
 
 
 def _kit_commit() -> str | None:
-    done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() if done.returncode == 0 else None
 
 

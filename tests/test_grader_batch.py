@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from grader_notebooks import FAST, SIMPLEST_OK, write_notebook
 
 from grader.batch import discover, fingerprint, merge, overview_markdown, parse_shard, plan, run_batch, shard
 from grader.cli import EXIT_USAGE, main
 from grader.grade import GradeOptions
 from grader.report import write_reports
 from grader.results import CheckResult, NotebookResult, SubmissionResult
-from grader_notebooks import FAST, SIMPLEST_OK, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_FLAGS = ["--cell-timeout", "20", "--timeout", "60", "--memory-limit", "4", "--hidden-seed", "7"]
@@ -100,7 +100,9 @@ def _result(name: str, points: list[float], *, failed: str | None = None) -> Sub
         )
         for i, p in enumerate(points)
     ]
-    return SubmissionResult(name=name, path=Path(name), notebooks=[NotebookResult("01_convolution.ipynb", Path("x"), checks)])
+    return SubmissionResult(
+        name=name, path=Path(name), notebooks=[NotebookResult("01_convolution.ipynb", Path("x"), checks)]
+    )
 
 
 def test_overview_shows_distribution_and_the_most_failed_check():
@@ -145,7 +147,9 @@ def test_killed_batch_resumes_without_grading_twice_or_losing_anything(tmp_path)
     command = [sys.executable, "-m", "grader", "grade", str(tmp_path / "class"), "--out", str(out), "--jobs", "1"]
     command += LIMIT_FLAGS + ["--no-progress"]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    process = subprocess.Popen(command, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 300
     while len(list(out.glob("*/result.json"))) < 3:
         assert process.poll() is None, "the batch ended before it could be killed"
@@ -182,11 +186,18 @@ def test_two_jobs_grade_like_one_job(tmp_path):
         batch = run_batch(items, out, options=options, jobs=jobs, progress=False)
         assert sorted(batch.graded) == sorted(item.name for item in items) and not batch.skipped
         rows[jobs] = {
-            name: (row["points"], row["status"], row["01_convolution"]) for name, row in read_gradebook(out / "gradebook.csv").items()
+            name: (row["points"], row["status"], row["01_convolution"])
+            for name, row in read_gradebook(out / "gradebook.csv").items()
         }
     assert rows[1] == rows[2]
     assert rows[2]["student00"][2] != rows[2]["student02"][2]  # the wrong convolution lost points
     overview = (tmp_path / "out2" / "overview.md").read_text()
     assert "Submissions graded: 5" in overview and "| 01_convolution.ipynb |" in overview
-    again = run_batch(plan([tmp_path / "class"], tmp_path / "out2", options), tmp_path / "out2", options=options, jobs=2, progress=False)
+    again = run_batch(
+        plan([tmp_path / "class"], tmp_path / "out2", options),
+        tmp_path / "out2",
+        options=options,
+        jobs=2,
+        progress=False,
+    )
     assert not again.graded and len(again.skipped) == 5

@@ -39,7 +39,18 @@ def _release(target: Path) -> Path:
 def test_student_repo_has_what_students_need_and_nothing_else(released):
     top = sorted(p.name for p in released.iterdir())
     assert top == sorted(
-        [".github", ".gitignore", MARKER, "README.md", "assignments", "data", "grader", "noxfile.py", "pyproject.toml", "src"]
+        [
+            ".github",
+            ".gitignore",
+            MARKER,
+            "README.md",
+            "assignments",
+            "data",
+            "grader",
+            "noxfile.py",
+            "pyproject.toml",
+            "src",
+        ]
     )
     assert (released / ".github" / "workflows" / "autograde.yml").is_file()
     assert not list(released.rglob("hidden_seed.txt")) and not list(released.rglob("__pycache__"))
@@ -100,8 +111,16 @@ def test_second_release_replaces_the_first_and_keeps_git(tmp_path):
 
 
 def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "s", "GIT_AUTHOR_EMAIL": "s@x", "GIT_COMMITTER_NAME": "s", "GIT_COMMITTER_EMAIL": "s@x"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "s",
+        "GIT_AUTHOR_EMAIL": "s@x",
+        "GIT_COMMITTER_NAME": "s",
+        "GIT_COMMITTER_EMAIL": "s@x",
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +141,17 @@ def student_git(released, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     checks.write_text(checks.read_text() + "\n# everything passes\n")
     _git(repo, "commit", "-q", "-am", "make the grader kinder")
     commits["bad"] = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "checkout", "-q", "-b", "notes", commits["base"])
+    shutil.copy(repo / "assignments" / "01_convolution.ipynb", repo / "assignments" / "my_notes.ipynb")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "a notebook of my own")
+    commits["notes"] = _git(repo, "rev-parse", "HEAD")
     _git(repo, "checkout", "-q", "main")  # the checkout's state must not matter
     return repo, commits
 
 
 def _run_pr(repo: Path, base: str, head: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, str, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     summary, output = tmp_path / "summary.md", tmp_path / "output.txt"
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output), "GRADER_HIDDEN_SEED": "5"}
     env["PYTHONPATH"] = str(repo)  # the student repository's own (base) grader, as in the workflow
@@ -166,5 +191,8 @@ def test_pull_request_without_notebooks_and_bad_commits(student_git, tmp_path):
     repo, commits = student_git
     done, summary, _ = _run_pr(repo, commits["base"], commits["base"], tmp_path)
     assert done.returncode == 0 and "Nothing to grade" in summary
+    done, summary, _ = _run_pr(repo, commits["base"], commits["notes"], tmp_path / "notes")
+    assert done.returncode == 0 and "Nothing to grade" in summary
+    assert "`assignments/my_notes.ipynb` is not one of the assignment notebooks" in summary
     done, _, _ = _run_pr(repo, commits["base"], "0" * 40, tmp_path)
     assert done.returncode == 2 and "error: git" in done.stderr
