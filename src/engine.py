@@ -568,9 +568,17 @@ def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _tqdm_options() -> dict[str, Any]:
-    """Batch bars refresh often in a terminal or Jupyter, rarely in a CI log (refresh = line)."""
+    """Batch bars refresh often in a terminal or Jupyter, rarely in a CI log (refresh = line).
+
+    ``$TQDM_MININTERVAL`` (tqdm's own variable) overrides the interval: the grader sets it for its
+    kernels, whose every refresh is a message to record in the executed notebook.
+    """
     interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-    return {"mininterval": 0.1 if interactive else 30.0, "dynamic_ncols": interactive}
+    try:
+        interval = float(os.environ["TQDM_MININTERVAL"])
+    except (KeyError, ValueError):
+        interval = 0.1 if interactive else 30.0
+    return {"mininterval": interval, "dynamic_ncols": interactive}
 
 
 def _not_int(value: Any) -> bool:

@@ -550,3 +550,12 @@ def test_fashion_mnist_end_to_end(tmp_path):
     assert result["acc"] == (logits.argmax(1) == y_test).sum().item() / len(y_test)
     assert result["acc"] > 0.7 and result["f1"] > 0.65
     assert result["confusion_matrix"].sum() == len(test)
+
+
+def test_progress_interval_follows_tqdm_mininterval(monkeypatch):
+    from src.engine import _tqdm_options
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "7")
+    assert _tqdm_options()["mininterval"] == 7.0
+    monkeypatch.setenv("TQDM_MININTERVAL", "often")  # not a number: the default for where we run
+    assert _tqdm_options()["mininterval"] in (0.1, 30.0)

@@ -175,3 +175,10 @@ def test_executed_notebook_is_valid_and_the_submission_is_untouched(tmp_path):
         nbformat.validate(result_run.result.notebook)
         assert "hello" in json.dumps(result_run.result.notebook)
     assert path.read_bytes() == before
+
+
+def test_progress_bars_in_the_kernel_refresh_every_few_seconds(tmp_path):
+    """Each refresh is a message the grader records: the engine's bars follow $TQDM_MININTERVAL."""
+    result = run(tmp_path, "from src.engine import _tqdm_options\nprint(_tqdm_options()['mininterval'])")
+    with result as executed:
+        assert executed.result.notebook.cells[0].outputs[0]["text"].strip() == "5.0"
