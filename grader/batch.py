@@ -148,13 +148,17 @@ def plan(paths: list[Path], out: Path, options: GradeOptions) -> list[BatchItem]
     ]
 
 
-def _done(item: BatchItem) -> bool:
-    """True when ``item`` has a complete result for the same inputs (and no grader error)."""
-    try:
-        data = json.loads((item.out_dir / RESULT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return data.get("fingerprint") == item.fingerprint and not data.get("grader_error")
+def _previous(item: BatchItem) -> dict[str, Any] | None:
+    """``item``'s ``result.json`` when it is complete, for the same inputs and without a grader
+    error (so it need not be graded again); None otherwise."""
+    data = _read_result(item.out_dir / RESULT)
+    if data is None or data.get("fingerprint") != item.fingerprint or data.get("grader_error"):
+        return None
+    return data
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_jobs(memory_gib: float) -> int:
@@ -162,9 +166,8 @@ def default_jobs(memory_gib: float) -> int:
     available memory holds at ``memory_gib`` per kernel, at least one."""
     import psutil
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     by_memory = int(psutil.virtual_memory().available / 2**30 // max(memory_gib, 0.1))
-    return max(1, min(cores, by_memory))
+    return max(1, min(_cores(), by_memory))
 
 
 # ----------------------------------------------------------------------------- grading
@@ -237,10 +240,10 @@ def run_batch(
     batch = Batch()
     pending = []
     for item in items:
-        if not force and _done(item):
+        previous = None if force else _previous(item)
+        if previous is not None:
             batch.skipped.append(item.name)
-            data = json.loads((item.out_dir / RESULT).read_text(encoding="utf-8"))
-            batch.rows[item.name] = gradebook_row(data)
+            batch.rows[item.name] = gradebook_row(previous)
         else:
             pending.append(item)
     out.mkdir(parents=True, exist_ok=True)
@@ -342,8 +345,7 @@ def _run_in_workers(
     finished: Callable[[BatchItem, dict[str, str]], None],
     say: Callable[[str], None],
 ) -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // jobs)
+    threads = max(1, _cores() // jobs)
     todo = list(pending)
     for attempt in (1, 2):  # a worker that dies breaks its pool: one fresh pool for the rest
         context = multiprocessing.get_context("spawn")  # workers start clean: no threads, no zmq state
@@ -372,14 +374,25 @@ def _run_in_workers(
 # ----------------------------------------------------------------------------- summaries
 
 
+_PARSED: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    """A parsed ``result.json``, None when absent or unreadable; parsed again only when the file
+    changed (summaries are rebuilt after every submission of a batch)."""
+    try:
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = _PARSED.get(path)
+        if cached is None or cached[0] != key:
+            _PARSED[path] = cached = (key, json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None  # missing, being replaced right now, or not ours
+    return cached[1]
+
+
 def _results(out: Path) -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(out.glob(f"*/{RESULT}")):
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue  # being replaced right now, or not ours
-    return found
+    return [data for path in sorted(out.glob(f"*/{RESULT}")) if (data := _read_result(path)) is not None]
 
 
 def rebuild_summaries(out: Path) -> tuple[Path, Path]:

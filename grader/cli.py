@@ -167,9 +167,7 @@ def _cmd_pr(args: argparse.Namespace) -> int:
     from grader.convolution import resolve_hidden_seed
     from grader.pr import GitError, grade_pull_request
 
-    problem = _sandbox_problem(args)
-    if problem:
-        _log(f"error: --require-sandbox: {problem}")
+    if _sandbox_refused(args):
         return EXIT_GRADER
     hidden_seed, source = resolve_hidden_seed(None)
     _log(f"hidden convolution cases: seed from {source}")
@@ -198,12 +196,16 @@ def _options(args: argparse.Namespace, hidden_seed: int | None):
     )
 
 
-def _sandbox_problem(args: argparse.Namespace) -> str | None:
-    if args.sandbox is True:
-        from grader.sandbox import probe_bwrap
+def _sandbox_refused(args: argparse.Namespace) -> bool:
+    """True (and says why) when ``--require-sandbox`` was given and bubblewrap does not work."""
+    if args.sandbox is not True:
+        return False
+    from grader.sandbox import probe_bwrap
 
-        return probe_bwrap()
-    return None
+    problem = probe_bwrap()
+    if problem:
+        _log(f"error: --require-sandbox: {problem}")
+    return bool(problem)
 
 
 def _log(message: str) -> None:
@@ -214,9 +216,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.batch import default_jobs, parse_shard, plan, run_batch, shard
     from grader.convolution import resolve_hidden_seed
 
-    problem = _sandbox_problem(args)
-    if problem:
-        _log(f"error: --require-sandbox: {problem}")
+    if _sandbox_refused(args):
         return EXIT_GRADER
     paths = args.paths or [REPO_ROOT / "solutions" if (REPO_ROOT / "solutions").is_dir() else REPO_ROOT / "assignments"]
     missing = [p for p in paths if not p.exists()]
@@ -296,9 +296,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from grader.grade import grade_submission
     from grader.report import to_markdown, write_reports
 
-    problem = _sandbox_problem(args)
-    if problem:
-        _log(f"error: --require-sandbox: {problem}")
+    if _sandbox_refused(args):
         return EXIT_GRADER
     if not args.notebook.exists():
         _log(f"error: no such notebook: {args.notebook}")

@@ -53,6 +53,13 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def _empty(target: Path) -> None:
+    """Remove everything in ``target`` but its ``.git``."""
+    for child in target.iterdir():
+        if child.name != ".git":
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
 def _prepare(target: Path) -> None:
     """Empty ``target`` (keeping ``.git``), refusing a folder that is not an earlier release."""
     if target.exists() and any(target.iterdir()):
@@ -61,9 +68,7 @@ def _prepare(target: Path) -> None:
                 f"{target} exists and is not a student repository written by this command (no {MARKER}); "
                 "name an empty or new folder, or a clone of the student repository written before"
             )
-        for child in target.iterdir():
-            if child.name != ".git":
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        _empty(target)
     target.mkdir(parents=True, exist_ok=True)
 
 
@@ -117,9 +122,7 @@ def write_student_repo(target: Path, *, solutions_dir: Path = REPO_ROOT / "solut
     release(solutions_dir=solutions_dir, assignments_dir=target / "assignments")
     problems = leaks(target, solutions_dir)
     if problems:
-        for child in target.iterdir():
-            if child.name != ".git":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        _empty(target)
         raise ReleaseError("the student repository would contain: " + "; ".join(problems) + ". Nothing was kept.")
     files = sorted(p for p in target.rglob("*") if p.is_file() and ".git" not in p.relative_to(target).parts)
     manifest = {"kit_commit": _kit_commit(), "files": [str(p.relative_to(target)) for p in files]}
