@@ -1,12 +1,14 @@
-"""Verify stage: load the saved models in the grader's own process and measure them.
+"""Verify stage: what a saved model is and how well it does, measured outside the student's kernel.
 
-Metrics are never taken from what a notebook printed. A saved model is a ``torch.export``
-archive that `src.export.load_model` loads without importing or running any of the student's
-code; it is evaluated on the canonical Fashion-MNIST test set (`src.data`) with the engine's
-`src.engine.evaluate_loader` (accuracy, macro-F1, confusion matrix). For the transfer task the
-saved backbone is compared with the pretrained checkpoint this machine has: a frozen random
-ResNet-18 with a trained head reaches about 0.80 here, so the metric bar alone does not prove
-transfer; equal frozen weights do.
+Metrics are never taken from what a notebook printed. A saved model (a ``torch.export`` archive,
+`src.export`) is copied out of the scratch folder (a link or anything but a plain file is
+refused) and verified by `grader.workers.model_worker` in a fresh confined process with a time
+and memory limit: the graph is refused before anything runs if it calls an operation outside
+`src.export.ALLOWED_OPS`; then the model is evaluated on the grader's copy of the Fashion-MNIST
+test set, checked against the dataset's checksums first; and its structure is described (its
+convolutions, its parameters, for the transfer task whether its answers are those of torchvision's
+ResNet-18 built from its own weights, and its backbone against the pretrained file). A model that
+hangs, crashes or exhausts memory there is a `ModelEvidence` with an error, and grading goes on.
 """
 
 from __future__ import annotations
@@ -17,81 +19,82 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelMetrics", "compare_backbone", "evaluate_saved_model", "grading_weights", "printed_metrics"]
+from grader.confined import run_worker
+from grader.limits import Limits
+from grader.paths import MODEL_WORKER
+from grader.results import SandboxInfo
+
+__all__ = ["ModelEvidence", "grading_data", "grading_weights", "printed_metrics", "test_set", "verify_saved_model"]
+
+MAX_MODEL_BYTES = 1 << 30
+MODEL_TIMEOUT_S = 600.0
 
 
 @dataclass
-class ModelMetrics:
-    """What the grader measured on a saved model (``error`` set when it could not)."""
+class ModelEvidence:
+    """What the grader measured on a saved model (``error`` set when it could not).
+
+    Attributes:
+        path: the file in the scratch folder.
+        error: why there is no measurement (missing, a link, refused graph, crash, ...).
+        grader_fault: True when the error is the grading machine's, not the submission's.
+        acc, f1, confusion_matrix, predictions: on the 10,000 test images (rows: true class).
+        parameters: the file's parameter count.
+        state_shapes: every tensor of the file's state, by name.
+        convolutions: the model part's convolutions (module, weight shape).
+        preprocess_ops: ATen operations of the preprocessing part.
+        transfer: for the transfer task, see `grader.workers.model_worker._transfer`.
+        state: the model's own weights (CNN task), keys without the ``model.`` prefix.
+    """
 
     path: Path
+    error: str = ""
+    grader_fault: bool = False
     acc: float | None = None
     f1: float | None = None
     confusion_matrix: list[list[int]] | None = None
-    state_dict: dict[str, Any] = field(default_factory=dict, repr=False)
-    error: str = ""
+    predictions: list[int] = field(default_factory=list, repr=False)
+    parameters: int = 0
+    state_shapes: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    convolutions: list[dict[str, Any]] = field(default_factory=list)
+    preprocess_ops: list[str] = field(default_factory=list)
+    transfer: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    seconds: float = 0.0
 
 
 @functools.lru_cache(maxsize=1)
-def _test_set() -> Any:
+def grading_data() -> Path:
+    """The Fashion-MNIST folder the grader evaluates on, its files checked against the dataset's
+    checksums (`src.data.verify_fashion_mnist`). Raises ValueError or FileNotFoundError."""
+    from src.data import verify_fashion_mnist
+
+    return verify_fashion_mnist()
+
+
+@functools.lru_cache(maxsize=1)
+def test_set() -> Any:
+    """The checked test set in memory (the figure checks compare shown images with it)."""
     from src.data import fashion_mnist_tensors
 
-    return fashion_mnist_tensors("test")
-
-
-def evaluate_saved_model(path: Path, *, batch_size: int = 500, device: str | None = None) -> ModelMetrics:
-    """Load ``path`` with `src.export.load_model` and evaluate it on the Fashion-MNIST test set.
-
-    Args:
-        path: the ``.pt2`` file the notebook wrote.
-        batch_size: evaluation batch size.
-        device: where to evaluate; None lets `src.engine.pick_device` choose.
-
-    Returns:
-        `ModelMetrics`; ``error`` explains a missing or unloadable file (never raises for those).
-    """
-    result = ModelMetrics(Path(path))
-    if not Path(path).is_file():
-        result.error = f"{Path(path).name} was not written by the notebook"
-        return result
-    from torch.utils.data import DataLoader
-
-    from src.engine import evaluate_loader
-    from src.export import load_model
-
-    try:
-        module, _ = load_model(path, device=device)
-    except Exception as error:
-        result.error = f"{Path(path).name} could not be loaded: {type(error).__name__}: {error}"
-        return result
-    try:
-        metrics = evaluate_loader(DataLoader(_test_set(), batch_size=batch_size), module)
-    except Exception as error:
-        result.error = f"{Path(path).name} loads but fails on the test images: {type(error).__name__}: {error}"
-        return result
-    result.acc = float(metrics["acc"])
-    result.f1 = float(metrics["f1"])
-    result.confusion_matrix = metrics["confusion_matrix"].tolist()
-    result.state_dict = {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}
-    return result
+    return fashion_mnist_tensors("test", root=grading_data())
 
 
 @functools.lru_cache(maxsize=1)
-def grading_weights() -> tuple[Any, dict[str, Any]]:
-    """The pretrained ResNet-18 this machine has (`src.models.load_resnet18`) and a description.
+def grading_weights() -> dict[str, Any]:
+    """The pretrained ResNet-18 this machine has (`src.models.load_resnet18`), described.
 
     Returns:
-        ``(state_dict or None, info)``; ``info`` has ``official``, ``sha256``, ``source``,
-        ``path``, ``description``, or ``error`` when no weights could be loaded.
+        ``official``, ``sha256``, ``source``, ``path``, ``description``, or ``error`` when no
+        weights could be loaded.
     """
     try:
         from src.models import load_resnet18
 
-        model, info = load_resnet18()
+        _, info = load_resnet18()
     except Exception as error:
-        return None, {"official": False, "sha256": None, "error": f"{type(error).__name__}: {error}"}
-    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
-    return parameters, {
+        return {"official": False, "sha256": None, "path": None, "error": f"{type(error).__name__}: {error}"}
+    return {
         "official": bool(info.official),
         "sha256": info.sha256,
         "source": info.source,
@@ -100,37 +103,80 @@ def grading_weights() -> tuple[Any, dict[str, Any]]:
     }
 
 
-def compare_backbone(saved: dict[str, Any], *, prefix: str = "model.", head: str = "fc") -> dict[str, Any]:
-    """Compare the saved model's backbone parameters with the pretrained ones.
+def _plain_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file the notebook wrote ("" when it can)."""
+    name = path.name
+    if path.is_symlink():
+        return f"{name} is a symbolic link; the grader reads only files the notebook wrote itself"
+    if not path.exists():
+        return f"{name} was not written by the notebook"
+    if not path.is_file():
+        return f"{name} is not a regular file"
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        return f"{name} is larger than {MAX_MODEL_BYTES >> 30} GiB"
+    return ""
+
+
+def verify_saved_model(path: Path, *, kind: str, sandbox: SandboxInfo, limits: Limits) -> ModelEvidence:
+    """Verify ``path`` in a confined worker.
 
     Args:
-        saved: the saved model's state dict (keys ``model.<name>``).
-        prefix: prefix of the model's keys in ``saved``.
-        head: the replaced layer, left out of the comparison.
+        path: the ``.pt2`` file the notebook wrote, in its scratch folder.
+        kind: ``"cnn"`` (Task 1) or ``"transfer"`` (Task 2: compared with the pretrained weights).
+        sandbox: confinement for the worker.
+        limits: the notebook's limits (the worker gets its memory and time, at most 10 minutes).
 
     Returns:
-        ``{"compared", "missing": [names], "changed": [(name, largest abs change)], "error"}``.
+        `ModelEvidence`; never raises for what the file is or does.
     """
-    import torch
-
-    pretrained, info = grading_weights()
-    if pretrained is None:
-        return {"compared": 0, "missing": [], "changed": [], "error": info["error"]}
-    missing, changed, compared = [], [], 0
-    for name, weight in pretrained.items():
-        if name.startswith(f"{head}."):
-            continue
-        key = prefix + name
-        if key not in saved:
-            missing.append(name)
-            continue
-        value = saved[key]
-        compared += 1
-        if value.shape != weight.shape:
-            changed.append((name, float("inf")))
-        elif not torch.equal(value.to(weight.dtype), weight):
-            changed.append((name, float((value.to(weight.dtype) - weight).abs().max())))
-    return {"compared": compared, "missing": missing, "changed": changed, "error": ""}
+    evidence = ModelEvidence(Path(path))
+    problem = _plain_file(Path(path))
+    if problem:
+        evidence.error = problem
+        return evidence
+    try:
+        data = grading_data()
+    except (OSError, ValueError) as error:
+        evidence.error, evidence.grader_fault = f"the grading machine has no usable Fashion-MNIST ({error})", True
+        return evidence
+    request: dict[str, Any] = {"kind": kind, "data_root": str(data), "head": "fc", "weights": None}
+    readonly = [data / "FashionMNIST" / "raw"]
+    if kind == "transfer":
+        weights = grading_weights()
+        if weights.get("error"):
+            evidence.error = f"the grading machine has no ResNet-18 weights to compare with ({weights['error']})"
+            evidence.grader_fault = True
+            return evidence
+        request["weights"] = weights["path"]
+        readonly.append(Path(weights["path"]))
+    worker_limits = Limits(
+        memory_gib=max(3.0, limits.memory_gib), processes=min(limits.processes, 256), disk_gib=2.0
+    )
+    result = run_worker(
+        MODEL_WORKER, request, name="model", limits=worker_limits, sandbox=sandbox,
+        timeout=min(MODEL_TIMEOUT_S, limits.timeout), inputs={"model.pt2": Path(path)}, readonly=tuple(readonly),
+    )
+    answers = result.answers
+    evidence.seconds = result.elapsed
+    if answers.get("error") or result.status != "ok" or answers.get("step") != "done":
+        step = {"load": "loading it", "evaluate": "evaluating it on the test images", "describe": "reading its structure"}
+        where = step.get(str(answers.get("step")), "verifying it")
+        reason = answers.get("error") or result.reason or "no answer"
+        evidence.error = f"{path.name} failed while the grader was {where}: {reason}"
+        return evidence
+    try:
+        evidence.acc, evidence.f1 = float(answers["acc"]), float(answers["f1"])
+        evidence.confusion_matrix = [[int(v) for v in row] for row in answers["confusion_matrix"]]
+        evidence.predictions = [int(p) for p in answers["predictions"]]
+        evidence.parameters = int(answers["parameters"])
+        evidence.state_shapes = {str(k): [int(d) for d in v] for k, v in answers["state_shapes"].items()}
+        evidence.convolutions = list(answers.get("convolutions", []))
+        evidence.preprocess_ops = [str(op) for op in answers.get("preprocess_ops", [])]
+        evidence.transfer = dict(answers.get("transfer") or {})
+        evidence.state = dict(result.tensors.get("state") or {})
+    except (KeyError, TypeError, ValueError) as error:
+        evidence.error, evidence.grader_fault = f"the grader could not read its own worker's answer ({error})", True
+    return evidence
 
 
 _NUMBER = r"([0-9]*\.?[0-9]+)\s*(%?)"

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from grader import checks
 from grader.checks import Context, Outcome
-from grader.convolution import ConvSpec
+from grader.convolution import BATCHED, FULL, SIMPLEST
+from grader.paths import ASSIGNMENTS_DIR, KIT_ROOT
 
 __all__ = ["ASSIGNMENTS", "GENERIC", "REPO_ROOT", "Assignment", "CheckDef", "find_assignment"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = KIT_ROOT
 
 
 @dataclass(frozen=True)
@@ -69,43 +70,42 @@ F1_THRESHOLD = 0.7
 RUNS = CheckDef("runs", "The notebook runs top to bottom without errors", 0, checks.runs)
 
 
-def _shown_and_measured(artifact: str, *, metric_points: float) -> tuple[CheckDef, ...]:
+def _shown_and_measured(artifact: str, *, kind: str, metric_points: float) -> tuple[CheckDef, ...]:
     """The figures a training notebook must show, then the metrics of its saved model."""
     return (
-        CheckDef("loss_plot", "A plot of the loss by epoch is shown", 1, partial(checks.figure, kind="loss")),
+        CheckDef("loss_plot", "The loss by epoch of the training is plotted", 1, checks.loss_plot),
         CheckDef(
-            "image_grid", "Test images with true and predicted class are shown", 1, partial(checks.figure, kind="grid")
+            "image_grid",
+            "Test images are shown with their true and predicted class",
+            1,
+            partial(checks.image_grid, artifact=artifact, kind=kind),
         ),
-        CheckDef("confusion_matrix", "The confusion matrix is shown", 1, partial(checks.figure, kind="confusion")),
+        CheckDef(
+            "confusion_matrix",
+            "The saved model's confusion matrix on the test set is shown",
+            1,
+            partial(checks.confusion_figure, artifact=artifact, kind=kind),
+        ),
         CheckDef(
             "accuracy",
             f"Saved model: test accuracy >= {ACC_THRESHOLD}",
             metric_points,
-            partial(checks.metric, artifact=artifact, name="acc", threshold=ACC_THRESHOLD),
+            partial(checks.metric, artifact=artifact, name="acc", threshold=ACC_THRESHOLD, kind=kind),
         ),
         CheckDef(
             "f1",
             f"Saved model: test macro-F1 >= {F1_THRESHOLD}",
             metric_points,
-            partial(checks.metric, artifact=artifact, name="f1", threshold=F1_THRESHOLD),
+            partial(checks.metric, artifact=artifact, name="f1", threshold=F1_THRESHOLD, kind=kind),
         ),
-        CheckDef("printed_metrics", "Printed metrics agree with the saved model", 0,
-                 partial(checks.printed_matches, artifact=artifact)),
+        CheckDef(
+            "printed_metrics",
+            "Printed metrics agree with the saved model",
+            0,
+            partial(checks.printed_matches, artifact=artifact, kind=kind),
+        ),
     )
 
-# What each convolution must support (the notebook states the same to the student).
-SIMPLEST = ConvSpec("custom_conv_2d_simplest_case", numpy_inputs=True, kernel_size=(1, 5))
-BATCHED = ConvSpec("custom_conv_2d", batch=(1, 3), in_channels=(1, 3), out_channels=(1, 4), kernel_size=(1, 5))
-FULL = ConvSpec(
-    "custom_conv_2d_full",
-    batch=(1, 3),
-    in_channels=(1, 3),
-    out_channels=(1, 4),
-    kernel_size=(1, 5),
-    stride=(1, 3),
-    padding=(0, 2),
-    takes_stride=True,
-)
 
 CONVOLUTION = Assignment(
     notebook="01_convolution.ipynb",
@@ -114,19 +114,19 @@ CONVOLUTION = Assignment(
         RUNS,
         CheckDef(
             "conv_simplest",
-            "custom_conv_2d_simplest_case matches conv2d (numpy, one channel)",
+            "custom_conv_2d_simplest_case matches conv2d (numpy, one channel), without a library convolution",
             3,
             partial(checks.convolution, spec=SIMPLEST),
         ),
         CheckDef(
             "conv_batched",
-            "custom_conv_2d matches conv2d (batches, channels)",
+            "custom_conv_2d matches conv2d (batches, channels), without a library convolution",
             3,
             partial(checks.convolution, spec=BATCHED),
         ),
         CheckDef(
             "conv_full",
-            "custom_conv_2d_full matches conv2d (stride, padding)",
+            "custom_conv_2d_full matches conv2d (stride, padding), with unfold",
             4,
             partial(checks.convolution, spec=FULL),
         ),
@@ -143,11 +143,11 @@ CNN = Assignment(
         RUNS,
         CheckDef(
             "n_params",
-            "n_params is the model's real parameter count",
+            "n_params is the saved model's parameter count",
             1,
-            partial(checks.parameter_counts, model="model", counts={"n_params": "total"}),
+            partial(checks.parameter_count, artifact=CNN_MODEL),
         ),
-        *_shown_and_measured(CNN_MODEL, metric_points=3),
+        *_shown_and_measured(CNN_MODEL, kind="cnn", metric_points=3),
     ),
 )
 
@@ -158,46 +158,46 @@ TRANSFER = Assignment(
     artifacts=(RESNET_MODEL,),
     needs_data=True,
     needs_weights=True,
-    template=REPO_ROOT / "assignments" / "03_transfer_resnet18.ipynb",
+    template=ASSIGNMENTS_DIR / "03_transfer_resnet18.ipynb",
     checks=(
         RUNS,
         CheckDef(
             "head",
-            "The final layer is a trainable nn.Linear with 10 outputs",
+            "The final layer is a new nn.Linear(512, 10)",
             1,
-            partial(checks.head, model="model", head_name="fc", classes=10),
+            partial(checks.head, artifact=RESNET_MODEL, classes=10),
         ),
-        CheckDef("frozen", "Every other parameter is frozen", 1, partial(checks.frozen, model="model", head_name="fc")),
+        CheckDef("frozen", "Every other parameter is frozen", 1, partial(checks.frozen, artifact=RESNET_MODEL)),
         CheckDef(
             "param_counts",
-            "n_frozen and n_trainable are the model's real counts",
+            "n_frozen and n_trainable are the saved model's counts",
             1,
-            partial(checks.parameter_counts, model="model", counts={"n_frozen": "frozen", "n_trainable": "trainable"}),
+            partial(checks.parameter_split, artifact=RESNET_MODEL),
         ),
         CheckDef(
             "scheduler",
-            "The scheduler chains WarmupScheduler and MultiStepLR",
+            "Warmup then MultiStepLR, in steps, used by the Trainer",
             1,
             partial(checks.scheduler, name="scheduler"),
         ),
         CheckDef(
             "transform",
-            "The transform gives 3 channels",
+            "The saved preprocessing gives 3 channels",
             1,
-            partial(checks.transform, names=("rgb_transform", "transform", "preprocess"), channels=3),
+            partial(checks.transform, artifact=RESNET_MODEL, names=("rgb_transform", "transform", "preprocess")),
         ),
         CheckDef(
             "pretrained",
-            "Saved model: the frozen weights equal the pretrained ones",
+            "Saved model: answers from the pretrained ResNet-18 backbone",
             2,
-            partial(checks.backbone_pretrained, artifact=RESNET_MODEL, head_name="fc"),
+            partial(checks.backbone_pretrained, artifact=RESNET_MODEL),
         ),
-        *_shown_and_measured(RESNET_MODEL, metric_points=2),
+        *_shown_and_measured(RESNET_MODEL, kind="transfer", metric_points=2),
         CheckDef(
             "comparison",
             "Written comparison of the two models (read by the instructor)",
             0,
-            partial(checks.written_answer, template=REPO_ROOT / "assignments" / "03_transfer_resnet18.ipynb"),
+            partial(checks.written_answer, template=ASSIGNMENTS_DIR / "03_transfer_resnet18.ipynb"),
         ),
     ),
 )

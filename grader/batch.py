@@ -42,6 +42,7 @@ __all__ = [
     "default_jobs",
     "discover",
     "fingerprint",
+    "grading_context",
     "merge",
     "overview_markdown",
     "parse_shard",
@@ -81,31 +82,52 @@ def discover(paths: list[Path]) -> list[Path]:
     return found
 
 
-def fingerprint(path: Path, options: GradeOptions) -> str:
-    """What a result depends on: the submission's notebooks (by content) and the grading options.
+def grading_context(options: GradeOptions, out: Path, *, weights: bool = True) -> str:
+    """Everything besides the notebooks that a grade depends on, as one string to hash: the
+    grader's and the engine's code, the ResNet-18 weights, the confinement and limits, the seeds.
 
-    The hidden seed itself is left out (reports reach students); whether hidden cases were used
-    is in. Changing the hidden seed therefore needs ``--force``.
+    The hidden seed enters only as a salted slow hash: results reach students, and the salt
+    (``OUT/.fingerprint-salt``, random, made once) does not.
     """
+    from grader import paths
+    from grader.artifacts import grading_weights
+    from grader.sandbox import sandbox_info
+
+    hidden = "none"
+    if options.hidden_seed is not None:
+        salt_file = Path(out) / ".fingerprint-salt"
+        if not salt_file.is_file():
+            salt_file.parent.mkdir(parents=True, exist_ok=True)
+            salt_file.write_bytes(os.urandom(32))
+        hidden = hashlib.pbkdf2_hmac("sha256", str(options.hidden_seed).encode(), salt_file.read_bytes(), 200_000).hex()
+    limits = options.limits
+    settings = (
+        paths.code_version(),
+        grading_weights().get("sha256") if weights else None,
+        sandbox_info(options.sandbox).enabled,
+        options.seed,
+        hidden,
+        options.only,
+        (limits.cell_timeout, limits.timeout, limits.memory_gib, limits.processes, limits.disk_gib, limits.output_mib),
+    )
+    return repr(settings)
+
+
+def fingerprint(path: Path, context: str) -> str:
+    """What a result depends on: the submission's notebooks (by content) and `grading_context`."""
     digest = hashlib.sha256()
     path = Path(path)
     notebooks = [path] if path.is_file() else sorted(path.glob("*.ipynb"))
     for notebook in notebooks:
         digest.update(notebook.name.encode() + b"\0")
         try:
-            digest.update(hashlib.sha256(notebook.read_bytes()).digest())
+            if notebook.is_symlink() or not notebook.is_file():  # graded as such; never followed
+                digest.update(b"not a plain file")
+            else:
+                digest.update(hashlib.sha256(notebook.read_bytes()).digest())
         except OSError:
             digest.update(b"unreadable")
-    limits = options.limits
-    settings = (
-        options.seed,
-        options.hidden_seed is not None,
-        options.only,
-        limits.cell_timeout,
-        limits.timeout,
-        limits.memory_gib,
-    )
-    digest.update(repr(settings).encode())
+    digest.update(context.encode())
     return digest.hexdigest()
 
 
@@ -141,9 +163,17 @@ class BatchItem:
 
 def plan(paths: list[Path], out: Path, options: GradeOptions) -> list[BatchItem]:
     """The batch's submissions (see `discover`), with unique names and report folders."""
+    from grader.assignments import TRANSFER, find_assignment
+
     submissions = discover(paths)
+    transfer = any(
+        find_assignment(notebook) is TRANSFER
+        for path in submissions
+        for notebook in ([Path(path)] if Path(path).is_file() else Path(path).glob("*.ipynb"))
+    )
+    context = grading_context(options, out, weights=transfer and (options.only is None or TRANSFER.notebook in options.only))
     return [
-        BatchItem(path, name, out / name, fingerprint(path, options))
+        BatchItem(path, name, out / name, fingerprint(path, context))
         for path, name in zip(submissions, unique_names(submissions))
     ]
 

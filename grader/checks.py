@@ -1,9 +1,17 @@
-"""The checks: each looks at one thing (the run, a probe answer, a saved model, the outputs)
-and returns an `Outcome` with a message a student can act on. Points are not here: each
-assignment in `grader.assignments` says which checks it has and what each is worth.
+"""The checks: each decides one thing from evidence the grader owns, and returns an `Outcome` with
+a message a student can act on. Points are not here: each assignment in `grader.assignments` says
+which checks it has and what each is worth.
 
-A check never raises for a broken submission. When what it needs is missing (a name the kernel
-does not have, a kernel that died, a file not written), it explains *why* it is missing,
+Evidence, not claims (see ``docs/threat-model.md``). The student's kernel can forge anything it
+computes, so a verdict comes from what the grader computed outside it: the convolutions re-created
+and run in a confined worker (`grader.convolution`), the saved model verified in another
+(`grader.artifacts`), the figures compared with the grader's own numbers (`grader.figures`), the
+schedule replayed here (`grader.schedule`). What the kernel reports (``n_params``, which
+parameters are frozen, the Trainer's history) is the notebook's claim: it is checked against that
+evidence, and it words the messages.
+
+A check never raises for a broken submission. When what it needs is missing (a name the notebook
+does not define, a kernel that died, a file not written), it explains *why* it is missing,
 pointing at the cell responsible (`Context.explain_missing`).
 """
 
@@ -16,9 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader import convolution as conv
-from grader.artifacts import ModelMetrics, compare_backbone, evaluate_saved_model, grading_weights, printed_metrics
-from grader.probe import PROBE_TIMEOUT_S, ProbeAnswer, ask
-from grader.results import Status
+from grader import figures as shown
+from grader.artifacts import ModelEvidence, grading_weights, printed_metrics, test_set, verify_saved_model
+from grader.kernel import PROBE_TIMEOUT_S, ProbeAnswer
+from grader.limits import Limits
+from grader.results import SandboxInfo, Status
+from grader.schedule import scheduler_verdict
 
 if TYPE_CHECKING:
     from grader.execute import NotebookRun
@@ -26,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["PLACEHOLDERS", "Context", "Outcome"]
 
 PLACEHOLDERS = ("<YOUR CODE>", "<YOUR ANSWER>")
+HEAD = ("fc.weight", "fc.bias")
 
 
 @dataclass
@@ -52,20 +64,23 @@ def error(message: str) -> Outcome:
 
 @dataclass
 class Context:
-    """What the checks of one notebook share: the run, its live kernel, and cached answers.
+    """What the checks of one notebook share: the run, its live kernel, and cached evidence.
 
     Attributes:
         run: the executed notebook and its kernel (None when none survived).
         workdir: the scratch folder the notebook ran in (saved models are read from there).
         hidden_seed: seed of the hidden convolution cases, or None for visible cases only.
-        probe_timeout: seconds one question to the kernel may take (the student code it calls
-            included).
+        probe_timeout: seconds one question to the kernel may take.
+        sandbox: confinement for the grader's verification workers (as for the kernel).
+        limits: the notebook's limits (the workers get its memory).
     """
 
     run: NotebookRun
     workdir: Path
     hidden_seed: int | None = None
     probe_timeout: float = PROBE_TIMEOUT_S
+    sandbox: SandboxInfo = field(default_factory=lambda: SandboxInfo(False, "not given"))
+    limits: Limits = field(default_factory=Limits)
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,15 +88,29 @@ class Context:
         return self.run.result.notebook
 
     def ask(self, function: str, **inputs: Any) -> ProbeAnswer:
-        """`grader.probe.ask` on this notebook's kernel."""
-        return ask(self.run.kernel, function, inputs=inputs, timeout=self.probe_timeout)
+        """A probe of the notebook's kernel (`grader.kernel_side`): the notebook's claims."""
+        if self.run.kernel is None:
+            return ProbeAnswer(False, error="no kernel survived the run")
+        return self.run.kernel.ask(function, timeout=self.probe_timeout, **inputs)
 
-    def metrics(self, artifact: str) -> ModelMetrics:
-        """The saved model's measured metrics (evaluated once per notebook)."""
-        key = f"metrics:{artifact}"
+    def evidence(self, artifact: str, kind: str) -> ModelEvidence:
+        """The saved model, verified once per notebook in a confined worker."""
+        key = f"model:{artifact}"
         if key not in self.cache:
-            self.cache[key] = evaluate_saved_model(self.workdir / artifact)
+            self.cache[key] = verify_saved_model(self.workdir / artifact, kind=kind, sandbox=self.sandbox, limits=self.limits)
         return self.cache[key]
+
+    def convolutions(self) -> tuple[dict[str, list[conv.ConvCase]], dict[str, conv.ConvAnswer]]:
+        """The three functions re-created and run on their cases in one confined worker, once."""
+        if "conv" not in self.cache:
+            cases = {spec.name: conv.cases_for(spec, self.hidden_seed) for spec in conv.CONV_SPECS}
+            ran = {cell.index for cell in self.run.result.cells if cell.status != "not_run"}
+            worker_limits = Limits(memory_gib=min(2.0, self.limits.memory_gib), processes=64, disk_gib=0.5)
+            answers = conv.verify_convolutions(
+                self.notebook, ran, cases, list(conv.CONV_SPECS), sandbox=self.sandbox, limits=worker_limits
+            )
+            self.cache["conv"] = (cases, answers)
+        return self.cache["conv"]
 
     def defining_cell(self, name: str) -> int | None:
         """The code cell that defines ``name`` (``def``, ``class`` or assignment): the first one
@@ -106,7 +135,7 @@ class Context:
         return found[-1] if found else None
 
     def explain_missing(self, name: str) -> str:
-        """Why the kernel has no ``name``, pointing at the cell responsible."""
+        """Why the notebook has no ``name``, pointing at the cell responsible."""
         result = self.run.result
         if self.notebook is None:
             return f"`{name}` could not be checked: {result.failure.message if result.failure else 'no notebook'}"
@@ -142,9 +171,16 @@ class Context:
         if self.run.kernel is None:
             failure = self.run.result.failure
             return f"The grader could not ask the kernel: {failure.message if failure else 'it is not running'}."
-        if "killed" in self.cache:
-            return f"The grader could not ask the kernel: {self.cache['killed']}."
         return f"The grader's question to the kernel failed: {answer.error}."
+
+    def artifact_problem(self, artifact: str, evidence: ModelEvidence) -> Outcome:
+        """The outcome for a saved model the grader could not measure."""
+        if evidence.grader_fault:
+            return error(f"{evidence.error}; tell your instructor.")
+        source = "\n".join(c.source for c in getattr(self.notebook, "cells", []) if c.cell_type == "code")
+        if artifact not in source:
+            return failed(f'{evidence.error}: save your trained model with src.export.save_model(model, "{artifact}").')
+        return failed(f"{evidence.error}.")
 
 
 Check = Callable[[Context], Outcome]
@@ -190,144 +226,342 @@ def runs(ctx: Context, *, shown: int = 3) -> Outcome:
     return failed(" ".join(problems))
 
 
-# ------------------------------------------------------------------------------- probes
+# ------------------------------------------------------------------------------- convolutions
 
 
-def convolution(ctx: Context, *, spec: conv.ConvSpec, visible: int = 10, hidden: int = 20) -> Outcome:
-    """The student's function matches ``conv2d`` on every case (visible, plus hidden in grading)."""
-    cases = conv.make_cases(spec, seed=conv.PUBLIC_SEED, count=visible)
-    if ctx.hidden_seed is not None:
-        cases += conv.make_cases(spec, seed=ctx.hidden_seed, count=hidden)
-    answer = ctx.ask(
-        "call_conv", name=spec.name, cases=[case.as_inputs() for case in cases], numpy_inputs=spec.numpy_inputs
-    )
-    if not answer.ok:
-        if ctx.run.kernel is not None and not ctx.run.kernel.is_alive():
-            # The student's function killed the kernel: that is its failure. The other checks
-            # get a fresh kernel that has run the notebook again.
-            if not ctx.run.revive():
-                ctx.cache["killed"] = f"calling `{spec.name}` killed the kernel ({answer.error})"
-            return failed(f"Calling `{spec.name}` on the test cases killed the kernel: {answer.error}.")
-        if answer.error.startswith("no answer within"):
-            return failed(f"`{spec.name}` did not return: {answer.error}. Is there an endless loop?")
-        return error(ctx.kernel_problem(answer))
-    if not answer.value["defined"]:
-        return failed(ctx.explain_missing(spec.name))
-    if len(answer.value["results"]) != len(cases):
-        return failed(f"`{spec.name}` is a {answer.value['type']}, not a function.")
-    problems = [conv.compare(case, output) for case, output in zip(cases, answer.value["results"])]
+def convolution(ctx: Context, *, spec: conv.ConvSpec) -> Outcome:
+    """The student's own function, re-created from the notebook and run by the grader, matches
+    ``conv2d`` on every case without reaching a library convolution."""
+    cases, answers = ctx.convolutions()
+    cases, answer = cases[spec.name], answers[spec.name]
+    name = spec.name
+    if answer.cell is None:
+        return failed(ctx.explain_missing(name))
+    reached = answer.findings + [f for f in answer.forbidden if f not in answer.findings]
+    hatches = [f for f in reached if "can hide" in f or "guard" in f]
+    libraries = [f for f in reached if f not in hatches]
+    if libraries:
+        return failed(
+            f"`{name}` uses {', '.join(libraries[:3])}: the task is to compute the convolution yourself "
+            "(loops over the output, or unfold and a matrix product); a library convolution gets no points."
+        )
+    if hatches:
+        return failed(
+            f"`{name}` uses {', '.join(h.split(' (')[0] for h in hatches[:3])}, which a convolution does not "
+            "need and which could hide a library call from the grader: write it without."
+        )
+    if answer.problem:
+        return failed(f"`{name}` (cell {answer.cell}): {answer.problem}.")
+    if spec.needs_windows and not answer.windows:
+        return failed(
+            f"`{name}` does not build its windows with unfold (torch.nn.functional.unfold or Tensor.unfold), "
+            "as the task asks: im2col, then one matrix product."
+        )
+    problems = [conv.compare(case, output) for case, output in zip(cases, answer.outputs)]
+    problems += ["no answer"] * (len(cases) - len(problems))
     bad = [problem is not None for problem in problems]
     which = "visible and hidden" if ctx.hidden_seed is not None else "visible"
     if not any(bad):
-        return passed(f"`{spec.name}` matches torch.nn.functional.conv2d on all {len(cases)} {which} cases.")
+        return passed(
+            f"`{name}` (cell {answer.cell}), run by the grader outside your kernel, matches "
+            f"torch.nn.functional.conv2d on all {len(cases)} {which} cases."
+        )
     first = bad.index(True)
+    kind = "hidden" if cases[first].hidden else "visible"
     message = (
-        f"`{spec.name}` is wrong on {sum(bad)} of {len(cases)} {which} cases. First failing case: "
+        f"`{name}` is wrong on {sum(bad)} of {len(cases)} {which} cases. First failing case ({kind}): "
         f"{cases[first].describe()}: {problems[first]}. {conv.diagnose(cases, bad)}"
     )
     return failed(message.strip())
 
 
-def parameter_counts(ctx: Context, *, model: str, counts: dict[str, str]) -> Outcome:
-    """The notebook's count variables equal the model's real counts.
+# ------------------------------------------------------------------------------- saved models
 
-    Args:
-        model: name of the model in the kernel.
-        counts: variable name -> ``"total"``, ``"trainable"`` or ``"frozen"``.
-    """
-    answer = ctx.ask("model_facts", model_name=model, count_names=list(counts))
+
+def _claims(ctx: Context, model: str, names: list[str], *, with_state: bool = False) -> tuple[dict[str, Any], Outcome | None]:
+    answer = ctx.ask("model_facts", model_name=model, count_names=names, with_state=with_state)
     if not answer.ok:
-        return error(ctx.kernel_problem(answer))
-    facts = answer.value["model"]
-    if not facts.get("defined"):
-        return failed(ctx.explain_missing(model))
-    if not facts.get("is_module"):
-        return failed(f"`{model}` is a {facts['type']}, expected a torch.nn.Module.")
+        return {}, error(ctx.kernel_problem(answer))
+    return answer.value, None
+
+
+def _claimed_int(ctx: Context, claims: dict[str, Any], name: str) -> tuple[int | None, str]:
+    given = claims["counts"][name]
+    if not given["defined"]:
+        return None, ctx.explain_missing(name)
+    if given["value"] is None:
+        return None, f"`{name}` is {given['repr']} ({given['type']}), expected an integer"
+    return given["value"], ""
+
+
+def _typed(ctx: Context, name: str) -> str:
+    cell = ctx.defining_cell(name)
+    if cell is not None and re.search(rf"^\s*{re.escape(name)}\s*=\s*[\d_,.\s]+$", ctx.notebook.cells[cell].source, re.MULTILINE):
+        return "; compute it from the model rather than typing a number"
+    return ""
+
+
+def parameter_count(ctx: Context, *, artifact: str, model: str = "model", name: str = "n_params") -> Outcome:
+    """``n_params`` equals the parameter count of the saved model (counted by the grader)."""
+    evidence = ctx.evidence(artifact, "cnn")
+    if evidence.error:
+        outcome = ctx.artifact_problem(artifact, evidence)
+        outcome.message = f"the grader counts the parameters of {artifact}, and " + outcome.message
+        return outcome
+    claims, problem = _claims(ctx, model, [name])
+    if problem is not None:
+        return problem
+    value, why = _claimed_int(ctx, claims, name)
+    if value is None:
+        return failed(why + ".")
+    real = evidence.parameters
+    if value != real:
+        facts = claims["model"]
+        hint = ""
+        if facts.get("is_module") and value == facts.get("trainable") != real:
+            hint = " (that is the trainable count of `model`)"
+        return failed(f"`{name}` is {value:,} but {artifact} has {real:,} parameters{hint}{_typed(ctx, name)}.")
+    return passed(f"`{name}` = {real:,}, the parameter count of {artifact} (counted by the grader).")
+
+
+def _cnn_problem(ctx: Context, artifact: str, evidence: ModelEvidence, model: str = "model") -> str:
+    """Why the saved file is not the notebook's trained CNN ("" when it is)."""
+    spatial = [c for c in evidence.convolutions if len(c.get("weight", [])) == 4 and c["weight"][2] * c["weight"][3] > 1]
+    if not spatial:
+        return f"{artifact} has no convolution with a kernel larger than 1x1: Task 1 asks for a convolutional network"
+    if "same_as_model" not in ctx.cache:
+        claims, problem = _claims(ctx, model, [], with_state=True)
+        facts = claims.get("model", {})
+        state = facts.get("state") if problem is None else None
+        if not isinstance(state, dict):
+            ctx.cache["same_as_model"] = f"the grader could not read `{model}` from the notebook to compare it with {artifact}"
+        else:
+            ctx.cache["same_as_model"] = _same_weights(state, evidence.state, artifact, model)
+    return ctx.cache["same_as_model"]
+
+
+def _same_weights(mine: dict[str, Any], saved: dict[str, Any], artifact: str, model: str) -> str:
+    import torch
+
+    if set(mine) != set(saved):
+        extra = sorted(set(mine) ^ set(saved))
+        return f"{artifact} and `{model}` have different layers (e.g. {extra[0]}): save the model you trained"
+    for key in sorted(mine):
+        a, b = mine[key], saved[key]
+        if not isinstance(a, torch.Tensor) or a.shape != b.shape or not torch.allclose(a.float().cpu(), b.float(), rtol=1e-4, atol=1e-6):
+            return (
+                f"the weights in {artifact} are not those of `{model}` (first difference: {key}): "
+                "save the model you trained, after training"
+            )
+    return ""
+
+
+def _transfer_problem(evidence: ModelEvidence, artifact: str) -> str:
+    transfer = evidence.transfer
+    if transfer.get("problem"):
+        return f"{artifact}: {transfer['problem']}"
+    if not transfer.get("is_resnet18"):
+        return f"{artifact} is not a ResNet-18 with a new 10-class head"
+    return ""
+
+
+def metric(ctx: Context, *, artifact: str, name: str, threshold: float, kind: str) -> Outcome:
+    """The saved model (the task's model) reaches ``threshold`` on the test set (measured by the grader)."""
+    label = {"acc": "accuracy", "f1": "macro-F1"}[name]
+    evidence = ctx.evidence(artifact, kind)
+    if evidence.error:
+        return ctx.artifact_problem(artifact, evidence)
+    problem = _cnn_problem(ctx, artifact, evidence) if kind == "cnn" else _transfer_problem(evidence, artifact)
+    value = getattr(evidence, name)
+    if problem:
+        return failed(f"{problem}. (Its test {label}, {value:.4f}, earns nothing until it is.)")
+    if value >= threshold:
+        return passed(f"the saved model's test {label} is {value:.4f} (needed {threshold:g}), measured by the grader.")
+    return failed(
+        f"the saved model's test {label} is {value:.4f}, below {threshold:g}. The grader measures "
+        f"{artifact} itself: save the model after training it."
+    )
+
+
+def printed_matches(
+    ctx: Context, *, artifact: str, kind: str, result_name: str = "test_result", tolerance: float = 0.005
+) -> Outcome:
+    """The notebook's own test metrics, in ``test_result`` and in its printed output, agree with
+    what the grader measured (0 points; a warning)."""
+    evidence = ctx.evidence(artifact, kind)
+    if evidence.error:
+        return Outcome("skipped", "no saved model to compare with")
+    claimed: list[tuple[str, str, float]] = []
+    answer = ctx.ask("metrics_facts", name=result_name)
+    if answer.ok and answer.value.get("defined"):
+        claimed += [(f"`{result_name}`", k, answer.value[k]) for k in ("acc", "f1") if answer.value.get(k) is not None]
+    printed = printed_metrics(ctx.notebook) if ctx.notebook is not None else {}
+    claimed += [("the printed output", k, v) for k, v in printed.items()]
+    if not claimed:
+        return Outcome("skipped", f"the notebook reports no test accuracy or F1 (`{result_name}` or printed)")
+    mismatches, agreed = [], []
+    for source, key, value in claimed:
+        real = getattr(evidence, key)
+        label = {"acc": "accuracy", "f1": "F1"}[key]
+        if abs(real - value) > tolerance:
+            mismatches.append(f"{label} {value:.4f} in {source}, but the saved model scores {real:.4f}")
+        else:
+            agreed.append(f"{label} {value:.4f} in {source}")
+    if mismatches:
+        return failed("; ".join(mismatches) + f". Is {artifact} the model you evaluated (saved after training)?")
+    return passed(f"{', '.join(agreed)} agree with the grader's measurement.")
+
+
+def head(ctx: Context, *, artifact: str, model: str = "model", classes: int = 10) -> Outcome:
+    """The saved model's final layer is a new ``Linear(512, classes)``, trainable in the notebook."""
+    evidence = ctx.evidence(artifact, "transfer")
+    if evidence.error:
+        return ctx.artifact_problem(artifact, evidence)
+    shapes = evidence.state_shapes
+    weight, bias = shapes.get(f"model.{HEAD[0]}"), shapes.get(f"model.{HEAD[1]}")
+    if weight != [classes, 512] or bias != [classes]:
+        return failed(
+            f"the final layer in {artifact} is {weight or 'missing'} (weight shape), expected nn.Linear(512, {classes}): "
+            f"replace `{model}.fc` with nn.Linear(512, {classes})."
+        )
+    answer = ctx.ask("head_facts", model_name=model, head_name="fc")
+    if answer.ok and answer.value.get("frozen_in_head"):
+        return failed(
+            f"`{model}.fc` is frozen ({', '.join(answer.value['frozen_in_head'])} has requires_grad=False): "
+            "the new head is the part that must train."
+        )
+    return passed(f"{artifact} ends with a new nn.Linear(512, {classes}).")
+
+
+def frozen(ctx: Context, *, artifact: str, model: str = "model") -> Outcome:
+    """Every parameter outside the head is frozen: ``requires_grad=False`` in the notebook, and
+    unchanged from the pretrained weights in the saved file."""
+    answer = ctx.ask("head_facts", model_name=model, head_name="fc")
+    if answer.ok and answer.value["model"].get("is_module"):
+        trainable = answer.value["trainable_outside_head"]
+        if trainable:
+            listed = ", ".join(trainable[:3]) + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
+            return failed(
+                f"{len(trainable)} parameter tensors outside the head still train ({listed}): set "
+                "requires_grad=False on every backbone parameter before creating the optimizer."
+            )
+    evidence = ctx.evidence(artifact, "transfer")
+    if evidence.error:
+        return ctx.artifact_problem(artifact, evidence)
+    backbone = evidence.transfer.get("backbone")
+    if not backbone:
+        return failed(_transfer_problem(evidence, artifact) + ".")
+    if backbone["changed"]:
+        name, delta = max(backbone["changed"], key=lambda item: item[1])
+        return failed(
+            f"{len(backbone['changed'])} backbone tensors in {artifact} changed during training (largest change "
+            f"{delta:.3g} in {name}): freeze them (requires_grad=False) before creating the optimizer."
+        )
+    return passed("every backbone parameter is frozen: requires_grad=False, and unchanged in the saved model.")
+
+
+def parameter_split(ctx: Context, *, artifact: str, model: str = "model") -> Outcome:
+    """``n_frozen`` and ``n_trainable`` are the saved model's backbone and head parameter counts."""
+    evidence = ctx.evidence(artifact, "transfer")
+    if evidence.error:
+        return ctx.artifact_problem(artifact, evidence)
+    head_size = sum(_numel(evidence.state_shapes.get(f"model.{key}", [])) for key in HEAD)
+    expected = {"n_frozen": evidence.parameters - head_size, "n_trainable": head_size}
+    claims, problem = _claims(ctx, model, list(expected))
+    if problem is not None:
+        return problem
     problems, good = [], []
-    for name, kind in counts.items():
-        given = answer.value["counts"][name]
-        real = facts[kind]
-        if not given["defined"]:
-            problems.append(ctx.explain_missing(name))
-        elif given["value"] is None:
-            problems.append(f"`{name}` is {given['repr']} ({given['type']}), expected an integer")
-        elif given["value"] != real:
-            hint = ""
-            others = [k for k in ("total", "trainable", "frozen") if k != kind and facts[k] == given["value"]]
-            if others:
-                hint = f" (that is the {others[0]} count)"
-            cell = ctx.defining_cell(name)
-            if cell is not None and re.search(
-                rf"^\s*{re.escape(name)}\s*=\s*[\d_,.\s]+$", ctx.notebook.cells[cell].source, re.MULTILINE
-            ):
-                hint += "; compute it from the model rather than typing a number"
-            problems.append(f"`{name}` is {given['value']:,} but `{model}` has {real:,} {kind} parameters{hint}")
+    for name, real in expected.items():
+        value, why = _claimed_int(ctx, claims, name)
+        if value is None:
+            problems.append(why)
+        elif value != real:
+            what = "frozen (backbone)" if name == "n_frozen" else "trainable (head)"
+            problems.append(f"`{name}` is {value:,} but {artifact} has {real:,} {what} parameters{_typed(ctx, name)}")
         else:
             good.append(f"`{name}` = {real:,}")
     if problems:
         return failed("; ".join(problems) + ".")
-    return passed(", ".join(good) + f" ({kind_summary(facts)}).")
+    return passed(", ".join(good) + f" (of {evidence.parameters:,} in {artifact}).")
 
 
-def kind_summary(facts: dict[str, Any]) -> str:
-    return f"total {facts['total']:,}, trainable {facts['trainable']:,}, frozen {facts['frozen']:,}"
+def _numel(shape: list[int]) -> int:
+    total = 1
+    for dimension in shape:
+        total *= dimension
+    return total if shape else 0
 
 
-def _head_facts(ctx: Context, *, model: str, head_name: str) -> tuple[dict[str, Any], Outcome | None]:
-    """The kernel's facts about ``model`` and its head, or the outcome when there is no module."""
-    answer = ctx.ask("head_facts", model_name=model, head_name=head_name)
-    if not answer.ok:
-        return {}, error(ctx.kernel_problem(answer))
-    facts = answer.value
-    if not facts["model"].get("defined"):
-        return facts, failed(ctx.explain_missing(model))
-    if not facts["model"].get("is_module"):
-        return facts, failed(f"`{model}` is a {facts['model']['type']}, expected a torch.nn.Module.")
-    return facts, None
-
-
-def head(ctx: Context, *, model: str, head_name: str = "fc", classes: int = 10) -> Outcome:
-    """The final layer is a trainable ``nn.Linear`` with ``classes`` outputs."""
-    facts, problem = _head_facts(ctx, model=model, head_name=head_name)
-    if problem is not None:
-        return problem
-    layer = facts["head"]
-    if layer is None:
-        return failed(
-            f"`{model}` has no `{head_name}` and no nn.Linear layer: replace `{model}.{head_name}` "
-            f"with nn.Linear(512, {classes})."
+def backbone_pretrained(ctx: Context, *, artifact: str, weights_name: str = "weights_info") -> Outcome:
+    """The saved model answers from the pretrained ResNet-18: its structure is ResNet-18's, its
+    outputs are what torchvision's ResNet-18 computes from its weights, and its backbone
+    parameters equal the pretrained file's."""
+    evidence = ctx.evidence(artifact, "transfer")
+    if evidence.error:
+        return ctx.artifact_problem(artifact, evidence)
+    problem = _transfer_problem(evidence, artifact)
+    if problem:
+        return failed(f"{problem}: start from src.models.load_resnet18() and replace only model.fc.")
+    info = grading_weights()
+    used = ctx.ask("weights_facts", name=weights_name)
+    note = ""
+    if used.ok and used.value.get("defined") and used.value.get("sha256") and used.value["sha256"] != info["sha256"]:
+        note = (
+            f" The notebook's `{weights_name}` reports weights with sha256 {used.value['sha256'][:12]}..., "
+            f"the grader has {info['sha256'][:12]}...: load them with src.models.load_resnet18()."
         )
-    if not layer["is_linear"]:
-        return failed(f"`{model}.{layer['name']}` is a {layer['type']}, expected nn.Linear(..., {classes}).")
-    if layer["out_features"] != classes:
+    backbone = evidence.transfer["backbone"]
+    if backbone["changed"] or backbone["missing"] or not backbone["compared"]:
+        parts = []
+        if backbone["changed"]:
+            name, delta = max(backbone["changed"], key=lambda item: item[1])
+            parts.append(
+                f"{len(backbone['changed'])} of {backbone['compared']} backbone tensors differ from the pretrained "
+                f"weights (largest change {delta:.3g} in {name})"
+            )
+        if backbone["missing"]:
+            parts.append(f"{len(backbone['missing'])} pretrained tensors are missing (e.g. {backbone['missing'][0]})")
         return failed(
-            f"`{model}.{layer['name']}` has {layer['out_features']} outputs; Fashion-MNIST has {classes} classes."
+            "; ".join(parts or ["no backbone tensor to compare"]) + ": start from src.models.load_resnet18() and "
+            "freeze the backbone (requires_grad=False) before training." + note
         )
-    if facts["frozen_in_head"]:
-        return failed(
-            f"`{model}.{layer['name']}` is frozen ({', '.join(facts['frozen_in_head'])} has requires_grad=False): "
-            "the new head is the part that must train."
-        )
-    return passed(f"`{model}.{layer['name']}` is a trainable nn.Linear({layer['in_features']}, {classes}).")
+    kind = "official ImageNet" if info["official"] else "stand-in (NOT official)"
+    moved = backbone.get("statistics_moved") or []
+    stats = (
+        f" BatchNorm's running statistics moved in {len(moved)} layers (training in train mode): allowed."
+        if moved else ""
+    )
+    return passed(
+        f"its answers are torchvision ResNet-18's on its own weights, and all {backbone['compared']} backbone "
+        f"tensors equal the {kind} pretrained weights (sha256 {info['sha256'][:12]}...).{stats}{note}"
+    )
 
 
-def frozen(ctx: Context, *, model: str, head_name: str = "fc") -> Outcome:
-    """Every parameter outside the head has ``requires_grad=False``."""
-    facts, problem = _head_facts(ctx, model=model, head_name=head_name)
-    if problem is not None:
-        return problem
-    trainable = facts["trainable_outside_head"]
-    if trainable:
-        shown = ", ".join(trainable[:3]) + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
+def transform(ctx: Context, *, artifact: str, names: tuple[str, ...], channels: int = 3) -> Outcome:
+    """The saved model's preprocessing turns the grey images into ``channels`` channels."""
+    evidence = ctx.evidence(artifact, "transfer")
+    if evidence.error:
+        outcome = ctx.artifact_problem(artifact, evidence)
+        outcome.message = f"the grader checks the preprocessing saved in {artifact}, and " + outcome.message
+        return outcome
+    shape = evidence.transfer.get("preprocess_shape")
+    if not shape:
+        return failed(_transfer_problem(evidence, artifact) + ".")
+    if len(shape) != 4 or shape[1] != channels:
+        hint = ctx.ask("transform_facts", names=list(names))
+        yours = ""
+        if hint.ok and hint.value.get("name"):
+            yours = f" (`{hint.value['name']}` gives {tuple(hint.value['shape']) if hint.value['shape'] else hint.value['error']})"
         return failed(
-            f"{len(trainable)} parameter tensors outside the head still train ({shown}): set "
-            "requires_grad=False on every backbone parameter before creating the optimizer."
+            f"the preprocessing saved in {artifact} turns (N, 1, 28, 28) into {tuple(shape)}; ResNet-18 needs "
+            f"{channels} channels: save_model(model, path, preprocess=your_transform){yours}."
         )
-    return passed("every parameter outside the head is frozen (requires_grad=False).")
+    return passed(f"the preprocessing saved in {artifact} turns (N, 1, 28, 28) images into {tuple(shape)}.")
 
 
 def scheduler(ctx: Context, *, name: str = "scheduler") -> Outcome:
-    """``name`` chains `src.optim.WarmupScheduler` with ``MultiStepLR``."""
+    """``name`` chains WarmupScheduler and MultiStepLR, behaves as a warmup then step decay over
+    the notebook's training, and the Trainer used it."""
     answer = ctx.ask("scheduler_facts", name=name)
     if not answer.ok:
         return error(ctx.kernel_problem(answer))
@@ -339,192 +573,68 @@ def scheduler(ctx: Context, *, name: str = "scheduler") -> Outcome:
             f"`{name}` is {facts['repr']} ({facts['type']}), not a learning-rate scheduler: chain "
             "src.optim.WarmupScheduler and MultiStepLR with torch.optim.lr_scheduler.ChainedScheduler."
         )
-    missing = []
-    if not facts["is_chain"]:
-        missing.append("a ChainedScheduler (or SequentialLR) around both schedulers")
-    if not facts["has_warmup"]:
-        missing.append("src.optim.WarmupScheduler")
-    if not facts["has_multistep"]:
-        missing.append("torch.optim.lr_scheduler.MultiStepLR")
-    if missing:
-        parts = ", ".join(facts["parts"]) or "nothing"
-        return failed(f"`{name}` is a {facts['type']} of [{parts}]; it needs {', '.join(missing)}.")
-    return passed(f"`{name}` is a {_short(facts['type'])} of {', '.join(_short(part) for part in facts['parts'])}.")
+    ok, message = scheduler_verdict(facts, name)
+    return passed(message) if ok else failed(message)
 
 
-def _short(type_name: str) -> str:
-    return type_name.rsplit(".", 1)[-1]
+# ------------------------------------------------------------------------------- figures
 
 
-def transform(ctx: Context, *, names: tuple[str, ...], channels: int = 3) -> Outcome:
-    """The notebook's transform turns a grey image into ``channels`` channels."""
-    answer = ctx.ask("transform_facts", names=list(names))
+def _for_instructor(ctx: Context, verdict: str, what: str) -> Outcome:
+    """A failed figure check; a picture the grader cannot read goes to the instructor, unpointed."""
+    cells = shown.unreadable(shown.shown_figures(ctx.notebook))
+    if cells:
+        return Outcome(
+            "failed",
+            f"cell {cells[0]} shows a picture the grader cannot read as the {what} (draw it with matplotlib so "
+            f"the grader can check it); it is left for the instructor, with no automatic points. {verdict}.",
+            manual=True,
+        )
+    return failed(verdict + ".")
+
+
+def loss_plot(ctx: Context) -> Outcome:
+    """A plot of the loss by epoch, whose points are the Trainer's history."""
+    if ctx.notebook is None:
+        return failed("no notebook to look for the plot in.")
+    answer = ctx.ask("training_facts", model_name="model")
     if not answer.ok:
         return error(ctx.kernel_problem(answer))
-    facts = answer.value
-    if facts["name"] is None:
-        return failed(
-            f"No transform found: the grader looks for {', '.join(f'`{n}`' for n in names)} or a "
-            "src.data.ImageNetInput in the notebook."
-        )
-    if facts["shape"] is None:
-        return failed(f"`{facts['name']}` failed on a (1, 28, 28) grey image: {facts['error']}.")
-    shape = facts["shape"]
-    if len(shape) < 3 or shape[-3] != channels:
-        return failed(
-            f"`{facts['name']}` turns a (1, 28, 28) image into {tuple(shape)}; ResNet-18 needs {channels} channels."
-        )
-    return passed(f"`{facts['name']}` turns a (1, 28, 28) grey image into {tuple(shape)}.")
+    histories = [t["history"] for t in answer.value["trainers"] if (t.get("epochs") or 0) > 0]
+    ok, verdict = shown.loss_verdict(shown.shown_figures(ctx.notebook), histories)
+    return passed(verdict + ".") if ok else _for_instructor(ctx, verdict, "loss plot")
 
 
-# ------------------------------------------------------------------------------- saved models
-
-
-def metric(ctx: Context, *, artifact: str, name: str, threshold: float) -> Outcome:
-    """The saved model reaches ``threshold`` on the test set (measured by the grader)."""
-    label = {"acc": "accuracy", "f1": "macro-F1"}[name]
-    measured = ctx.metrics(artifact)
-    if measured.error:
-        return failed(_artifact_hint(ctx, artifact, measured.error))
-    value = getattr(measured, name)
-    if value >= threshold:
-        return passed(f"the saved model's test {label} is {value:.4f} (needed {threshold:g}).")
-    return failed(
-        f"the saved model's test {label} is {value:.4f}, below {threshold:g}. The grader measures "
-        f"{artifact} itself: save the model after training it."
-    )
-
-
-def _artifact_hint(ctx: Context, artifact: str, problem: str) -> str:
-    source = "\n".join(c.source for c in getattr(ctx.notebook, "cells", []) if c.cell_type == "code")
-    if artifact not in source:
-        return f'{problem}: save your trained model with src.export.save_model(model, "{artifact}").'
-    return f"{problem}."
-
-
-def printed_matches(
-    ctx: Context, *, artifact: str, result_name: str = "test_result", tolerance: float = 0.005
-) -> Outcome:
-    """The notebook's own test metrics agree with what the grader measured (0 points; a warning).
-
-    The notebook's numbers are read from ``result_name`` in the kernel (``evaluate_loader``'s
-    dict), else parsed from what it printed.
-    """
-    measured = ctx.metrics(artifact)
-    if measured.error:
-        return Outcome("skipped", "no saved model to compare with")
-    answer = ctx.ask("metrics_facts", name=result_name)
-    if answer.ok and answer.value.get("defined"):
-        claimed = {k: answer.value[k] for k in ("acc", "f1") if answer.value.get(k) is not None}
-        source = f"`{result_name}`"
-    else:
-        claimed = printed_metrics(ctx.notebook) if ctx.notebook is not None else {}
-        source = "the notebook's printed output"
-    if not claimed:
-        return Outcome("skipped", f"the notebook reports no test accuracy or F1 (`{result_name}`)")
-    mismatches, agreed = [], []
-    for name, value in claimed.items():
-        real = getattr(measured, name)
-        label = {"acc": "accuracy", "f1": "F1"}[name]
-        if abs(real - value) > tolerance:
-            mismatches.append(f"{label} {value:.4f} in {source}, but the saved model scores {real:.4f}")
-        else:
-            agreed.append(f"{label} {value:.4f}")
-    if mismatches:
-        return failed("; ".join(mismatches) + f". Is {artifact} the model you evaluated (saved after training)?")
-    return passed(f"{', '.join(agreed)} in {source} agree with the grader's measurement.")
-
-
-def backbone_pretrained(
-    ctx: Context, *, artifact: str, head_name: str = "fc", weights_name: str = "weights_info"
-) -> Outcome:
-    """The saved model's frozen parameters equal the pretrained checkpoint's."""
-    measured = ctx.metrics(artifact)
-    if measured.error:
-        return failed(_artifact_hint(ctx, artifact, measured.error))
-    comparison = compare_backbone(measured.state_dict, head=head_name)
-    if comparison["error"]:
-        return error(f"the grading machine has no ResNet-18 weights to compare with: {comparison['error']}")
-    _, info = grading_weights()
-    used = ctx.ask("weights_facts", name=weights_name)
-    note = ""
-    if used.ok and used.value.get("defined") and used.value.get("sha256") and used.value["sha256"] != info["sha256"]:
-        note = (
-            f" The notebook's `{weights_name}` reports weights with sha256 {used.value['sha256'][:12]}..., "
-            f"the grader has {info['sha256'][:12]}...: load them with src.models.load_resnet18()."
-        )
-    if comparison["compared"] == 0:
-        return failed(
-            f"{artifact} has none of ResNet-18's layers (keys model.conv1.weight, ...): is it a ResNet-18?{note}"
-        )
-    changed, missing = comparison["changed"], comparison["missing"]
-    if changed or missing:
-        parts = []
-        if changed:
-            name, delta = max(changed, key=lambda item: item[1])
-            parts.append(
-                f"{len(changed)} of {comparison['compared']} backbone tensors differ from the pretrained "
-                f"weights (largest change {delta:.3g} in {name})"
-            )
-        if missing:
-            parts.append(f"{len(missing)} pretrained tensors are missing (e.g. {missing[0]})")
-        return failed(
-            "; ".join(parts) + ": start from src.models.load_resnet18() and freeze the backbone "
-            "(requires_grad=False) before training." + note
-        )
-    kind = "official ImageNet" if info["official"] else "stand-in (NOT official)"
-    return passed(
-        f"all {comparison['compared']} backbone tensors equal the {kind} pretrained weights "
-        f"(sha256 {info['sha256'][:12]}...).{note}"
-    )
-
-
-# ------------------------------------------------------------------------------- presence
-
-
-FIGURES = {
-    "loss": (re.compile(r"plot_history|loss", re.IGNORECASE), "plot of the loss by epoch", "src.plots.plot_history"),
-    "confusion": (re.compile(r"confusion", re.IGNORECASE), "confusion matrix", "src.plots.plot_confusion_matrix"),
-    "grid": (
-        re.compile(r"plot_predictions|imshow|grid|show_images|predictions", re.IGNORECASE),
-        "grid of test images with true and predicted class",
-        "src.plots.plot_predictions",
-    ),
-}
-
-
-def figure(ctx: Context, *, kind: str) -> Outcome:
-    """An output of the executed notebook shows ``kind`` (a loss plot, confusion matrix, image grid)."""
-    pattern, what, helper = FIGURES[kind]
+def confusion_figure(ctx: Context, *, artifact: str, kind: str) -> Outcome:
+    """The confusion matrix shown is the saved model's on the test set (computed by the grader)."""
     if ctx.notebook is None:
-        return failed(f"no notebook to look for the {what} in.")
-    images = 0
-    for index, cell in enumerate(ctx.notebook.cells):
-        if cell.cell_type != "code":
-            continue
-        has_image = any("image/png" in output.get("data", {}) for output in cell.outputs)
-        images += has_image
-        if not pattern.search(cell.source):
-            continue
-        if has_image:
-            return passed(f"the {what} is shown by cell {index}.")
-        if kind == "confusion" and any(_looks_like_matrix(_output_text(o)) for o in cell.outputs):
-            return passed(f"the {what} is printed by cell {index}.")
-    found = f" ({images} figures found, none in a cell that draws it)" if images else ""
-    return failed(
-        f"the executed notebook shows no {what}{found}: draw it ({helper}) in a cell that displays the figure."
-    )
+        return failed("no notebook to look for the confusion matrix in.")
+    evidence = ctx.evidence(artifact, kind)
+    if evidence.error:
+        outcome = ctx.artifact_problem(artifact, evidence)
+        outcome.message = "the grader compares the matrix you show with the one of " + f"{artifact}, and " + outcome.message
+        return outcome
+    ok, verdict = shown.confusion_verdict(shown.shown_figures(ctx.notebook), ctx.notebook, evidence.confusion_matrix)
+    return passed(verdict + ".") if ok else _for_instructor(ctx, verdict, "confusion matrix")
 
 
-def _output_text(output: Any) -> str:
-    text = output.get("text") or output.get("data", {}).get("text/plain") or ""
-    return "".join(text) if isinstance(text, list) else text
+def image_grid(ctx: Context, *, artifact: str, kind: str) -> Outcome:
+    """Test images, each titled with its true class and the saved model's prediction."""
+    if ctx.notebook is None:
+        return failed("no notebook to look for the images in.")
+    evidence = ctx.evidence(artifact, kind)
+    try:
+        test = test_set()
+    except (OSError, ValueError) as problem:
+        return error(f"the grading machine has no usable test set ({problem}); tell your instructor.")
+    predictions = evidence.predictions if not evidence.error else None
+    ok, verdict = shown.grid_verdict(shown.shown_figures(ctx.notebook), test, predictions)
+    if ok and predictions is None:
+        return failed(f"{verdict}, but the grader cannot check the predicted classes: {evidence.error}.")
+    return passed(verdict + ".") if ok else _for_instructor(ctx, verdict, "grid of test images")
 
 
-def _looks_like_matrix(text: str, size: int = 5) -> bool:
-    """At least ``size`` lines of at least ``size`` integers: a printed confusion matrix."""
-    rows = [line for line in text.splitlines() if len(re.findall(r"\b\d+\b", line)) >= size]
-    return len(rows) >= size
+# ------------------------------------------------------------------------------- written answers
 
 
 ANSWER_HEADING = r"размышл|сравн|compar"  # the heading of the written comparison, when no template says

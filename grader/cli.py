@@ -6,9 +6,15 @@
     python -m grader check NOTEBOOK        a student's self-check: visible cases only
     python -m grader release               write assignments/ from solutions/
 
+Confinement is required to grade student work (``grade`` and ``pr``): where bubblewrap cannot
+confine a kernel, they stop with exit code 3 and say how to fix it, unless ``--no-sandbox`` turns
+confinement off, which every report and the gradebook then say. Only the demo (``grade`` with no
+path: the reference solutions) and a student's own ``check`` run unconfined with a warning.
+
 Exit codes: 0 when every submission was graded, whatever its points; 1 with ``--fail-under``
-when a submission scored below it; 2 for a usage error; 3 when the grader itself could not do
-its job (a crash of the grader, a required sandbox that is missing).
+when a submission scored below it; 2 for a usage error (a class graded without a hidden seed
+included); 3 when the grader itself could not do its job (a crash of the grader, confinement
+required but impossible).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import sys
 from pathlib import Path
 
 from grader.assignments import REPO_ROOT
-from grader.kernel import Limits
+from grader.limits import Limits
 
 __all__ = ["build_parser", "main"]
 
@@ -48,14 +54,18 @@ def _add_limits(parser: argparse.ArgumentParser, *, cell: float, notebook: float
     group.add_argument("--seed", type=int, default=0, help="seed for random/numpy/torch in the kernel (default: 0)")
     sandbox = group.add_mutually_exclusive_group()
     sandbox.add_argument(
-        "--no-sandbox", dest="sandbox", action="store_const", const=False, help="run kernels without bubblewrap"
+        "--no-sandbox",
+        dest="sandbox",
+        action="store_const",
+        const=False,
+        help="run student code unconfined, with your rights (every report and the gradebook say so)",
     )
     sandbox.add_argument(
         "--require-sandbox",
         dest="sandbox",
         action="store_const",
         const=True,
-        help="fail (exit 3) instead of running unconfined when bubblewrap does not work",
+        help="fail (exit 3) when bubblewrap cannot confine kernels (the default when grading submissions)",
     )
     parser.add_argument("--keep-scratch", action="store_true", help="keep the scratch copies (debugging)")
 
@@ -88,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--hidden-seed",
         type=int,
         default=None,
-        help="seed of the hidden convolution cases (default: $GRADER_HIDDEN_SEED, "
-        "else grader/hidden_seed.txt, else random)",
+        help="seed of the hidden convolution cases (default: $GRADER_HIDDEN_SEED, else grader/hidden_seed.txt; "
+        "required for a class or a shard)",
     )
     grade.add_argument(
         "--fail-under",
@@ -164,16 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_pr(args: argparse.Namespace) -> int:
+    import secrets
+
     from grader.convolution import resolve_hidden_seed
     from grader.pr import GitError, grade_pull_request
 
-    if _sandbox_refused(args):
+    if not _sandbox_ready(args, demo=False):
         return EXIT_GRADER
     hidden_seed, source = resolve_hidden_seed(None)
+    if hidden_seed is None:  # a secret readable by the student's own workflow would not stay secret
+        hidden_seed, source = secrets.randbelow(2**62), "a random seed for this run"
     _log(f"hidden convolution cases: seed from {source}")
     try:
         code, result, summary = grade_pull_request(
-            args.repo, args.base, args.head, out=args.out, options=_options(args, hidden_seed), log=_log
+            args.repo, args.base, args.head, out=args.out, options=_options(args, hidden_seed, source), log=_log
         )
     except GitError as error:
         _log(f"error: {error}")
@@ -187,39 +201,58 @@ def _cmd_pr(args: argparse.Namespace) -> int:
     return code
 
 
-def _options(args: argparse.Namespace, hidden_seed: int | None):
+def _options(args: argparse.Namespace, hidden_seed: int | None, source: str = ""):
     from grader.grade import GradeOptions
 
     limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory_gib=args.memory_limit)
     return GradeOptions(
-        limits=limits, seed=args.seed, hidden_seed=hidden_seed, sandbox=args.sandbox, keep_scratch=args.keep_scratch
+        limits=limits,
+        seed=args.seed,
+        hidden_seed=hidden_seed,
+        hidden_seed_source=source,
+        sandbox=args.sandbox,
+        keep_scratch=args.keep_scratch,
     )
 
 
-def _sandbox_refused(args: argparse.Namespace) -> bool:
-    """True (and says why) when ``--require-sandbox`` was given and bubblewrap does not work."""
-    if args.sandbox is not True:
-        return False
-    from grader.sandbox import probe_bwrap
+def _sandbox_ready(args: argparse.Namespace, *, demo: bool) -> bool:
+    """Decide confinement (``args.sandbox``): required to grade student work, optional for the
+    demo and a student's self-check. False (and says why, and the fix) when it is required here
+    and impossible."""
+    from grader.sandbox import SANDBOX_FIX, probe_bwrap
 
+    if args.sandbox is False:
+        _log("warning: --no-sandbox: student code runs unconfined, with your rights; every report says so")
+        return True
     problem = probe_bwrap()
-    if problem:
-        _log(f"error: --require-sandbox: {problem}")
-    return bool(problem)
+    if problem is None:
+        args.sandbox = True
+        return True
+    if args.sandbox is None and demo:
+        _log(f"warning: kernels run unconfined (the reference solutions only): {problem}")
+        return True
+    _log(f"error: grading student work needs confinement, and {problem}. {SANDBOX_FIX}")
+    return False
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _cmd_grade(args: argparse.Namespace) -> int:
-    from grader.batch import default_jobs, parse_shard, plan, run_batch, shard
-    from grader.convolution import resolve_hidden_seed
+DEMO_SEED_SOURCE = "the public demo seed (no hidden seed configured)"
 
-    if _sandbox_refused(args):
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    import secrets
+
+    from grader.batch import default_jobs, parse_shard, plan, run_batch, shard
+    from grader.convolution import PUBLIC_SEED, resolve_hidden_seed
+
+    demo = not args.paths
+    if not _sandbox_ready(args, demo=demo):
         return EXIT_GRADER
     paths = args.paths or [REPO_ROOT / "solutions" if (REPO_ROOT / "solutions").is_dir() else REPO_ROOT / "assignments"]
-    missing = [p for p in paths if not p.exists()]
+    missing = [p for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
         _log("error: no such file or folder: " + ", ".join(map(str, missing)))
         return EXIT_USAGE
@@ -233,9 +266,23 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.standin_weights_if_missing is not None:
         _use_standin_if_missing(args.standin_weights_if_missing)
+    from grader.batch import discover
+
     hidden_seed, source = resolve_hidden_seed(args.hidden_seed)
+    if hidden_seed is None:
+        if demo:
+            hidden_seed, source = PUBLIC_SEED + 1, DEMO_SEED_SOURCE
+        elif shard_of is not None or len(discover(paths)) > 1:
+            _log(
+                "error: grading a class needs the hidden-case seed, so that every student (and every shard) "
+                "gets the same hidden cases: pass --hidden-seed N, set $GRADER_HIDDEN_SEED, or write the "
+                "number into grader/hidden_seed.txt (never in the student repository)"
+            )
+            return EXIT_USAGE
+        else:
+            hidden_seed, source = secrets.randbelow(2**62), "a random seed for this run (no seed configured)"
     _log(f"hidden convolution cases: seed from {source}")
-    options = _options(args, hidden_seed)
+    options = _options(args, hidden_seed, source)
     items = plan(paths, args.out, options)
     if shard_of is not None:
         total = len(items)
@@ -296,7 +343,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from grader.grade import grade_submission
     from grader.report import to_markdown, write_reports
 
-    if _sandbox_refused(args):
+    if not _sandbox_ready(args, demo=True):  # the student's own code, on the student's own machine
         return EXIT_GRADER
     if not args.notebook.exists():
         _log(f"error: no such notebook: {args.notebook}")

@@ -8,15 +8,26 @@ come from a seed only the instructor knows (`resolve_hidden_seed`); ``grade`` us
 first cases of each set change one thing at a time from the simplest case (batch, input
 channels, output channels, kernel shape, stride, padding), so a bug that shows only for
 stride 2 or only for several input channels is named as such.
+
+The student's functions are not called in the student's kernel: `verify_convolutions` re-creates
+them from the notebook's source (`grader.recreate`) and calls them in a fresh confined process
+(`grader.workers.conv_worker`), under a guard that records what they reach. Their outputs are
+compared here, in the grader's process. A message about a hidden case says which case (shapes,
+stride, padding) and the kind of failure, never a number or a text the student's code produced:
+a function could otherwise spell its hidden inputs into the report.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import secrets
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from grader.paths import CONV_WORKER, HIDDEN_SEED_FILE
 
 if TYPE_CHECKING:  # torch is imported where it is used: `grader` must start fast without it
     import torch
@@ -25,19 +36,22 @@ __all__ = [
     "HIDDEN_SEED_ENV",
     "HIDDEN_SEED_FILE",
     "PUBLIC_SEED",
+    "CONV_SPECS",
+    "ConvAnswer",
     "ConvCase",
     "ConvSpec",
+    "cases_for",
     "compare",
     "diagnose",
     "make_cases",
     "reference",
     "resolve_hidden_seed",
+    "verify_convolutions",
 ]
 
 PUBLIC_SEED = 20240901
 HIDDEN_SEED_ENV = "GRADER_HIDDEN_SEED"
-# Instructor-only: lives in the instructor's repository, never in the student release.
-HIDDEN_SEED_FILE = Path(__file__).resolve().parent / "hidden_seed.txt"
+FUNCTION_BUDGET_S = 60.0  # one function on all its cases, in the worker
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -55,6 +69,7 @@ class ConvSpec:
         batch, in_channels, out_channels, kernel_size, stride, padding: inclusive ranges.
         square_kernels: only ``kh == kw`` is required.
         takes_stride: the function has ``stride`` and ``padding`` keyword arguments.
+        needs_windows: the task asks for ``unfold`` (im2col): windows must be built with it.
     """
 
     name: str
@@ -67,7 +82,34 @@ class ConvSpec:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     takes_stride: bool = False
+    needs_windows: bool = False
     max_side: int = 11
+
+
+# What each convolution of 01_convolution.ipynb must support (the notebook says the same).
+SIMPLEST = ConvSpec("custom_conv_2d_simplest_case", numpy_inputs=True, kernel_size=(1, 5))
+BATCHED = ConvSpec("custom_conv_2d", batch=(1, 3), in_channels=(1, 3), out_channels=(1, 4), kernel_size=(1, 5))
+FULL = ConvSpec(
+    "custom_conv_2d_full",
+    batch=(1, 3),
+    in_channels=(1, 3),
+    out_channels=(1, 4),
+    kernel_size=(1, 5),
+    stride=(1, 3),
+    padding=(0, 2),
+    takes_stride=True,
+    needs_windows=True,
+)
+CONV_SPECS = (SIMPLEST, BATCHED, FULL)
+VISIBLE_CASES, HIDDEN_CASES = 10, 20
+
+
+def cases_for(spec: ConvSpec, hidden_seed: int | None) -> list[ConvCase]:
+    """The visible cases, then (when grading) the hidden ones."""
+    cases = make_cases(spec, seed=PUBLIC_SEED, count=VISIBLE_CASES)
+    if hidden_seed is not None:
+        cases += make_cases(spec, seed=hidden_seed, count=HIDDEN_CASES, hidden=True)
+    return cases
 
 
 @dataclass
@@ -79,6 +121,7 @@ class ConvCase:
     bias: torch.Tensor
     stride: int | None
     padding: int | None
+    hidden: bool = False
 
     @property
     def features(self) -> dict[str, bool]:
@@ -108,17 +151,20 @@ class ConvCase:
         return text
 
     def as_inputs(self) -> dict:
-        return {"x": self.x, "kernel": self.kernel, "bias": self.bias, "stride": self.stride, "padding": self.padding}
+        return {
+            "x": self.x, "kernel": self.kernel, "bias": self.bias, "stride": self.stride,
+            "padding": self.padding, "hidden": self.hidden,
+        }
 
 
-def resolve_hidden_seed(value: int | None = None) -> tuple[int, str]:
-    """The hidden-case seed and where it came from.
+def resolve_hidden_seed(value: int | None = None) -> tuple[int | None, str]:
+    """The instructor's hidden-case seed and where it came from.
 
     Order: ``value`` (the ``--hidden-seed`` flag), ``$GRADER_HIDDEN_SEED``, the instructor's
-    file ``grader/hidden_seed.txt``, else a random seed for this run.
+    file ``grader/hidden_seed.txt``.
 
     Returns:
-        ``(seed, source)``.
+        ``(seed, source)``, or ``(None, "")`` when none is configured.
     """
     if value is not None:
         return int(value), "--hidden-seed"
@@ -128,7 +174,7 @@ def resolve_hidden_seed(value: int | None = None) -> tuple[int, str]:
         text = HIDDEN_SEED_FILE.read_text().strip()
         if text:
             return int(text.split()[0]), str(HIDDEN_SEED_FILE.name)
-    return secrets.randbelow(2**31), "random for this run"
+    return None, ""
 
 
 def _draw(generator: torch.Generator, low: int, high: int) -> int:
@@ -203,13 +249,14 @@ def _build(spec: ConvSpec, shape: dict, generator: torch.Generator) -> ConvCase:
     return ConvCase(x, kernel, bias, stride, padding if stride is not None else None)
 
 
-def make_cases(spec: ConvSpec, *, seed: int, count: int = 12) -> list[ConvCase]:
+def make_cases(spec: ConvSpec, *, seed: int, count: int = 12, hidden: bool = False) -> list[ConvCase]:
     """Deterministic cases for ``spec``: the one-change-at-a-time ones, then random ones.
 
     Args:
         spec: what the function must support.
         seed: the public or the hidden seed.
         count: total number of cases (at least the number of variations).
+        hidden: mark them hidden (their messages then say nothing the student's code produced).
 
     Returns:
         The cases, float32 (torch functions) or float64 (numpy function).
@@ -220,7 +267,10 @@ def make_cases(spec: ConvSpec, *, seed: int, count: int = 12) -> list[ConvCase]:
     shapes = _variations(spec)
     while len(shapes) < count:
         shapes.append(_random_shape(spec, generator))
-    return [_build(spec, shape, generator) for shape in shapes]
+    cases = [_build(spec, shape, generator) for shape in shapes]
+    for case in cases:
+        case.hidden = hidden
+    return cases
 
 
 def reference(case: ConvCase) -> torch.Tensor:
@@ -234,18 +284,26 @@ def reference(case: ConvCase) -> torch.Tensor:
 
 
 def compare(case: ConvCase, output: torch.Tensor | str) -> str | None:
-    """None when ``output`` matches the reference within tolerance, else what is wrong."""
+    """None when ``output`` matches the reference within tolerance, else what is wrong.
+
+    ``output`` is the function's result, or a description of its failure ("raised ValueError").
+    For a hidden case the description never holds a number or a text the function produced.
+    """
     import torch
 
     if isinstance(output, str):
-        return f"raised {output}" if not output.startswith("returned") else output
+        return output
     expected = reference(case)
     if tuple(output.shape) != tuple(expected.shape):
+        if case.hidden:
+            return f"returned the wrong shape (expected {tuple(expected.shape)})"
         return f"returned shape {tuple(output.shape)}, expected {tuple(expected.shape)}"
     if not torch.isfinite(output).all():
         return "returned NaN or infinite values"
-    error = (output - expected).abs().max().item()
     if not torch.allclose(output, expected, rtol=RTOL, atol=ATOL):
+        if case.hidden:
+            return f"returned values that differ from conv2d's beyond the tolerance ({ATOL:g} + {RTOL:g} x |expected|)"
+        error = (output - expected).abs().max().item()
         return f"largest absolute error {error:.3g} (tolerance {ATOL:g} + {RTOL:g} x |expected|)"
     return None
 
@@ -263,3 +321,135 @@ def diagnose(cases: list[ConvCase], failed: list[bool]) -> str:
         if all(case.features[name] for case, bad in zip(cases, failed) if bad):
             return f"Every failing case has {name}."
     return ""
+
+
+# ----------------------------------------------------------------------------- running them
+
+
+@dataclass
+class ConvAnswer:
+    """What one function did in the worker.
+
+    Attributes:
+        name: the function.
+        cell: the cell whose definition was run, or None when no cell that ran defines it.
+        findings: what its source uses that a hand-written convolution must not.
+        forbidden: what it reached at run time (library convolutions, a removed guard).
+        windows: for a function that must use ``unfold``: whether every call did.
+        outputs: per case, the output (float64 tensor) or a description of the failure.
+        problem: why there are no outputs (the definitions failed to run, the function hung or
+            crashed the worker, it is not a function).
+    """
+
+    name: str
+    cell: int | None = None
+    findings: list[str] = field(default_factory=list)
+    forbidden: list[str] = field(default_factory=list)
+    windows: bool = True
+    outputs: list[Any] = field(default_factory=list)
+    problem: str = ""
+
+
+def _outputs(answer: dict[str, Any], tensors: list[Any], cases: list[ConvCase]) -> list[Any]:
+    outputs: list[Any] = []
+    for case, result in zip(cases, answer.get("results", [])):
+        status = result.get("status")
+        if status == "ok" and isinstance(result.get("index"), int) and result["index"] < len(tensors):
+            outputs.append(tensors[result["index"]])
+        elif status == "raised":
+            message = "" if case.hidden else str(result.get("message", ""))[:200]
+            outputs.append(f"raised {result.get('error_type', 'an exception')}" + (f": {message}" if message else ""))
+        elif status == "timeout":
+            outputs.append("did not return within 5 s (an endless loop?)")
+        else:
+            outputs.append(
+                "returned something that is not an array of numbers" if case.hidden else str(result.get("message", "?"))
+            )
+    return outputs
+
+
+def verify_convolutions(
+    notebook: Any,
+    ran: set[int],
+    cases: dict[str, list[ConvCase]],
+    specs: list[ConvSpec],
+    *,
+    sandbox: Any,
+    limits: Any,
+) -> dict[str, ConvAnswer]:
+    """Re-create the functions from ``notebook`` and run them on ``cases`` in a confined worker.
+
+    Args:
+        notebook: the executed notebook.
+        ran: indices of the cells that ran.
+        cases: function name -> its cases.
+        specs: the functions.
+        sandbox: `grader.results.SandboxInfo` for the worker.
+        limits: `grader.limits.Limits` (memory, processes) for the worker.
+
+    Returns:
+        One `ConvAnswer` per spec. A function that hangs or crashes the worker gets a problem;
+        the functions after it are run again in a fresh worker.
+    """
+    import torch
+
+    from grader.confined import run_worker
+    from grader.recreate import recreate
+
+    made = recreate(notebook, ran, [spec.name for spec in specs])
+    answers = {
+        spec.name: ConvAnswer(spec.name, made.cells.get(spec.name), made.findings.get(spec.name, []))
+        for spec in specs
+    }
+    todo = [spec for spec in specs if spec.name in made.cells]
+    with tempfile.TemporaryDirectory(prefix="conv-") as folder:
+        module, case_file = Path(folder) / "module.py", Path(folder) / "cases.pt"
+        module.write_text(made.source)
+        torch.save({name: [case.as_inputs() for case in listed] for name, listed in cases.items()}, case_file)
+        while todo:
+            def overran(worker_folder: Path) -> str | None:
+                try:
+                    current = json.loads((worker_folder / "current.json").read_text())
+                except (OSError, ValueError):
+                    return None
+                if time.time() - float(current.get("since", time.time())) > FUNCTION_BUDGET_S:
+                    return f"`{current.get('function')}` ran longer than {FUNCTION_BUDGET_S:g} s on its test cases"
+                return None
+
+            request = {
+                "functions": [
+                    {"name": spec.name, "numpy_inputs": spec.numpy_inputs, "needs_windows": spec.needs_windows}
+                    for spec in todo
+                ]
+            }
+            result = run_worker(
+                CONV_WORKER, request, name="conv", limits=limits, sandbox=sandbox,
+                timeout=30 + FUNCTION_BUDGET_S * len(todo), inputs={"module.py": module, "cases.pt": case_file},
+                stop=overran,
+            )
+            done = {item.get("name"): item for item in result.answers.get("functions", []) if isinstance(item, dict)}
+            module_error = str(result.answers.get("module_error", ""))
+            for spec in list(todo):
+                item = done.get(spec.name)
+                if item is None:
+                    break
+                todo.remove(spec)
+                answer = answers[spec.name]
+                answer.forbidden = [str(f) for f in item.get("forbidden", [])][:10]
+                answer.windows = bool(item.get("windows", True))
+                if not item.get("defined"):
+                    answer.problem = (
+                        f"running the notebook's definitions for it failed first ({module_error})"
+                        if module_error else "its definition did not run"
+                    )
+                elif item.get("not_callable"):
+                    answer.problem = f"`{spec.name}` is a {item['not_callable']}, not a function"
+                else:
+                    answer.outputs = _outputs(item, result.tensors.get(spec.name, []), cases[spec.name])
+            if todo:  # the worker stopped during todo[0]: that function gets the blame, the rest a new worker
+                spec = todo.pop(0)
+                why = result.reason or "the grader's worker stopped without answering"
+                answers[spec.name].problem = (
+                    why if "ran longer" in why else f"calling `{spec.name}` on the test cases stopped its process: {why}"
+                )
+    return answers

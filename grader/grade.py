@@ -1,11 +1,12 @@
 """Grade a submission: run each notebook, probe it, verify its saved model, collect the results.
 
 A submission is a folder holding the three notebooks (`grader.assignments`) or a single
-notebook. Its notebooks run in order in one scratch copy of it, each in its own fresh kernel;
-the next notebook's kernel (in this submission or the next) starts while the current one runs,
-which hides its start-up time. Nothing a submission does makes this module raise: a missing
-notebook, a broken file or a dead kernel is a graded result. Only a fault of the grader itself
-is recorded, as ``grader_error``.
+notebook. Only those notebooks are copied (as data: a link is not followed) into one scratch
+folder, where they run in order, each in its own fresh confined kernel (`grader.kernel`) that
+sees the data and weights files it needs and nothing else; the next notebook's kernel (in this
+submission or the next) starts while the current one runs, which hides its start-up time.
+Nothing a submission does makes this module raise: a missing notebook, a broken file or a dead
+kernel is a graded result. Only a fault of the grader itself is recorded, as ``grader_error``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 
 from grader.assignments import ASSIGNMENTS, GENERIC, Assignment, CheckDef, find_assignment
 from grader.checks import Context, Outcome
-from grader.execute import NotebookRun, copy_to_scratch, execute_notebook
-from grader.kernel import Kernel, Limits, start_kernel
-from grader.probe import PROBE_TIMEOUT_S
-from grader.results import CheckResult, NotebookResult, SubmissionResult
+from grader.execute import NotebookRun, copy_notebook, execute_notebook
+from grader.kernel import PROBE_TIMEOUT_S, KernelSession
+from grader.limits import Limits
+from grader.results import CheckResult, NotebookResult, SandboxInfo, SubmissionResult
+from grader.sandbox import sandbox_info
 
 __all__ = [
     "GradeOptions",
@@ -44,7 +46,9 @@ class GradeOptions:
         seed: seed for ``random`` / ``numpy`` / ``torch`` in the kernel.
         hidden_seed: seed of the hidden convolution cases; None grades on the visible cases only
             (the student's self-check).
-        sandbox: True (required), False (off), None (bubblewrap when it works).
+        hidden_seed_source: where the seed came from, for the report (never the seed itself).
+        sandbox: True (required: a kernel that cannot be confined is an error), False (off, said
+            in every report), None (bubblewrap when it works).
         rerun: re-run the cells before a fatal one to grade what they define.
         scratch_root: where scratch copies go (default: the system's temporary folder).
         keep_scratch: leave the scratch copies (for debugging).
@@ -54,6 +58,7 @@ class GradeOptions:
     limits: Limits = field(default_factory=Limits)
     seed: int = 0
     hidden_seed: int | None = None
+    hidden_seed_source: str = ""
     sandbox: bool | None = None
     rerun: bool = True
     scratch_root: Path | None = None
@@ -97,23 +102,48 @@ def unique_names(paths: list[Path]) -> list[str]:
     ]
 
 
-def _prepare(assignments: list[Assignment]) -> list[str]:
-    """Fetch what notebooks read but cannot write in the sandbox; returns problems found."""
-    problems = []
+@dataclass
+class _Prepared:
+    """What the grader fetched for a submission's kernels: files to bind read-only, variables
+    naming them, and problems to report (data or weights missing on the grading machine)."""
+
+    readonly: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    weights: dict | None = None
+
+
+def _prepare(assignments: list[Assignment]) -> _Prepared:
+    """Fetch what notebooks read but cannot write in the sandbox (checked Fashion-MNIST, the
+    ResNet-18 weights), per assignment."""
+    prepared = _Prepared()
+    data = weights = None
     if any(a.needs_data for a in assignments):
         try:
-            from src.data import ensure_fashion_mnist
+            from grader.artifacts import grading_data
 
-            ensure_fashion_mnist()
+            data = grading_data()
         except Exception as error:
-            problems.append(f"Fashion-MNIST is not available on the grading machine: {error}")
+            prepared.problems.append(f"Fashion-MNIST is not available on the grading machine: {error}")
     if any(a.needs_weights for a in assignments):
         from grader.artifacts import grading_weights
 
-        _, info = grading_weights()
-        if info.get("error"):
-            problems.append(f"ResNet-18 weights are not available on the grading machine: {info['error']}")
-    return problems
+        prepared.weights = grading_weights()
+        if prepared.weights.get("error"):
+            prepared.problems.append(f"ResNet-18 weights are not available on the grading machine: {prepared.weights['error']}")
+        else:
+            weights = Path(prepared.weights["path"])
+    for assignment in assignments:
+        readonly, env = [], {}
+        if assignment.needs_data and data is not None:
+            readonly.append(data / "FashionMNIST" / "raw")
+            env["KIT_DATA_DIR"] = str(data)
+        if assignment.needs_weights and weights is not None:
+            readonly += [p for p in (weights, weights.with_name(weights.name + ".json")) if p.is_file()]
+            env["KIT_RESNET18_WEIGHTS"] = str(weights)
+        prepared.readonly[assignment.notebook] = tuple(readonly)
+        prepared.env[assignment.notebook] = env
+    return prepared
 
 
 _UNREADABLE = {"missing": "is missing", "invalid": "could not be read"}
@@ -139,6 +169,8 @@ def grade_notebook_run(
     workdir: Path,
     hidden_seed: int | None,
     probe_timeout: float = PROBE_TIMEOUT_S,
+    limits: Limits = Limits(),
+    sandbox: SandboxInfo | None = None,
 ) -> list[CheckResult]:
     """Run the assignment's checks on an executed notebook (its kernel still alive).
 
@@ -148,11 +180,16 @@ def grade_notebook_run(
         workdir: the notebook's scratch folder (saved models are read there).
         hidden_seed: None for visible convolution cases only.
         probe_timeout: seconds one question to the kernel may take.
+        limits: the notebook's limits; the verification workers get its memory.
+        sandbox: confinement of the verification workers (default: as the notebook's kernel).
 
     Returns:
         One `CheckResult` per check, in the assignment's order.
     """
-    ctx = Context(run=run, workdir=workdir, hidden_seed=hidden_seed, probe_timeout=probe_timeout)
+    sandbox = sandbox or run.result.sandbox or sandbox_info(None)
+    ctx = Context(
+        run=run, workdir=workdir, hidden_seed=hidden_seed, probe_timeout=probe_timeout, sandbox=sandbox, limits=limits
+    )
     results = []
     for check in assignment.checks:
         if not run.result.readable and check.name != "runs":
@@ -178,69 +215,76 @@ class _Job:
     notebook: Path
     workdir: Path
     out_dir: Path | None
-    problems: list[str]
+    prepared: _Prepared
     last: bool
     scratch: Path
-    kernel: Kernel | None = None
+    kernel: KernelSession | None = None
 
 
 def _jobs(
     paths: list[Path], names: list[str], options: GradeOptions, out_dir_for: Callable[[str], Path | None]
 ) -> Iterator[_Job]:
-    """The notebooks to grade, in order; each submission is copied to scratch when reached."""
-    exclude = tuple(artifact for assignment in ASSIGNMENTS for artifact in assignment.artifacts)
+    """The notebooks to grade, in order; each submission's notebooks are copied to scratch when reached."""
     for path, name in zip(paths, names):
         path = Path(path)
         _, pairs = find_notebooks(path)
         if options.only is not None:
             pairs = [(a, p) for a, p in pairs if a.notebook in options.only or p.name in options.only]
-        submission = SubmissionResult(name=name, path=path, hidden_cases=options.hidden_seed is not None)
+        submission = SubmissionResult(
+            name=name, path=path, hidden_cases=options.hidden_seed is not None, hidden_seed_source=options.hidden_seed_source
+        )
         submission.elapsed = time.monotonic()  # start time until the submission is done
         scratch = Path(tempfile.mkdtemp(prefix="grade-", dir=options.scratch_root))
-        present = [a for a, p in pairs if p.exists()]
-        try:
-            problems = _prepare(present)
-            if any(a.needs_weights for a in present):
-                from grader.artifacts import grading_weights
-
-                submission.weights = grading_weights()[1]
-        except Exception as error:
-            problems = [f"the grader could not prepare the data: {error}"]
         # One folder for the whole submission, as on the student's machine: the notebooks run
         # in order and a later one may read what an earlier one saved (03 compares itself with
-        # 02's model). Saved models in the submission itself are left out: they must come from
-        # this run.
+        # 02's model). Only the notebooks are copied: saved models and any other file of the
+        # submission stay out, so what is graded comes from this run.
         workdir = scratch / "work"
+        workdir.mkdir()
+        copies = []
+        for assignment, notebook in pairs:
+            try:
+                copies.append((assignment, notebook, copy_notebook(notebook, workdir)))
+            except OSError:
+                copies.append((assignment, notebook, notebook))
+        present = [a for a, _, copied in copies if copied.is_file()]
         try:
-            copy_to_scratch(path, workdir, exclude=exclude)
-        except OSError as error:
-            problems = problems + [f"the submission could not be copied completely: {error}"]
-        for index, (assignment, notebook) in enumerate(pairs):
+            prepared = _prepare(present)
+            submission.weights = prepared.weights
+        except Exception as error:
+            prepared = _Prepared(problems=[f"the grader could not prepare the data: {error}"])
+        for index, (assignment, notebook, copied) in enumerate(copies):
             yield _Job(
-                submission,
-                assignment,
-                notebook,
-                workdir,
-                out_dir_for(name),
-                problems,
-                last=index == len(pairs) - 1,
-                scratch=scratch,
+                submission, assignment, notebook, workdir, out_dir_for(name), prepared,
+                last=index == len(copies) - 1, scratch=scratch,
             )
         if not pairs:
-            yield _Job(submission, GENERIC, path, workdir, None, problems, last=True, scratch=scratch)
+            yield _Job(submission, GENERIC, path, workdir, None, prepared, last=True, scratch=scratch)
 
 
 def _launch(job: _Job | None, options: GradeOptions) -> None:
-    if job is not None and job.kernel is None and job.notebook.is_file() and job.assignment.checks:
-        job.kernel = start_kernel(
-            workdir=job.workdir, seed=options.seed, limits=options.limits, sandbox=options.sandbox
-        )
+    if job is None or job.kernel is not None or not job.assignment.checks:
+        return
+    if not (job.workdir / job.notebook.name).is_file():
+        return  # missing, or not a plain file: nothing to run
+    info = sandbox_info(options.sandbox)
+    if options.sandbox is True and not info.enabled:
+        raise RuntimeError(f"sandbox required but unavailable: {info.detail}")
+    job.kernel = KernelSession(
+        workdir=job.workdir,
+        seed=options.seed,
+        limits=options.limits,
+        sandbox=info,
+        readonly=job.prepared.readonly.get(job.assignment.notebook, ()),
+        env=job.prepared.env.get(job.assignment.notebook, {}),
+    )
+    job.kernel.start()
 
 
 def _grade_job(job: _Job, options: GradeOptions, log: Callable[[str], None] | None) -> NotebookResult:
-    if log is not None:
-        log(f"  {job.notebook.name}: {'running' if job.notebook.is_file() else 'missing'}")
     copied = job.workdir / job.notebook.name
+    if log is not None:
+        log(f"  {job.notebook.name}: {'running' if copied.is_file() else 'not graded'}")
     run = execute_notebook(
         copied if copied.is_file() else job.notebook,
         workdir=job.workdir,
@@ -250,9 +294,9 @@ def _grade_job(job: _Job, options: GradeOptions, log: Callable[[str], None] | No
         kernel=job.kernel,
         rerun=options.rerun,
     )
-    job.kernel = None  # execute_notebook owns it now
+    job.kernel = None  # the run owns it now
     run.result.path = job.notebook
-    run.result.warnings[:0] = job.problems
+    run.result.warnings[:0] = job.prepared.problems
     if log is not None and run.result.readable:
         log(f"  {job.notebook.name}: ran in {run.result.elapsed:.1f} s; checking")
     with run:
@@ -262,6 +306,7 @@ def _grade_job(job: _Job, options: GradeOptions, log: Callable[[str], None] | No
             workdir=job.workdir,
             hidden_seed=options.hidden_seed,
             probe_timeout=min(PROBE_TIMEOUT_S, options.limits.cell_timeout),
+            limits=options.limits,
         )
     result = NotebookResult(name=job.notebook.name, path=job.notebook, checks=checks, execution=run.result)
     if job.out_dir is not None and run.result.notebook is not None:
@@ -313,7 +358,7 @@ def grade_submissions(
                 traceback.print_exc()
             finally:
                 if current.kernel is not None:
-                    current.kernel.shutdown()
+                    current.kernel.close()
             if current.last:
                 if not options.keep_scratch:
                     shutil.rmtree(current.scratch, ignore_errors=True)
@@ -322,7 +367,7 @@ def grade_submissions(
             current = upcoming
     finally:
         if current is not None and current.kernel is not None:
-            current.kernel.shutdown()
+            current.kernel.close()
 
 
 def grade_submission(

@@ -1,22 +1,28 @@
-"""A fresh IPython kernel per notebook: seeded, watched for memory, confined, probed.
+"""One owner for a notebook kernel's life: start it confined, run cells, probe it, revive it, close it.
 
-* Seeds: a start-up file the kernel runs before the notebook's first cell (not a cell of the
-  notebook) seeds ``random`` at once and ``numpy`` / ``torch`` when the notebook imports them,
-  and turns on torch's deterministic algorithms (``warn_only``).
-* Memory: a watchdog thread sums the resident memory of the kernel's process tree (DataLoader
-  workers included) every 0.1 s and kills the tree above the limit. ``RLIMIT_AS`` is not used:
-  torch reserves far more address space than it touches, so any useful cap breaks it.
-* Sandbox: with bubblewrap (`grader.sandbox`) the kernel has no network, so the grader talks to
-  it over ZeroMQ's IPC transport (Unix sockets in the scratch folder) instead of TCP; unconfined
-  kernels use TCP on the loopback, which also works on Windows.
-* The command line is built here, not read from an installed kernelspec, so grading does not
-  depend on which kernels the machine has registered.
+A `KernelSession` holds everything a kernel needs and leaves nothing behind:
+
+* a private runtime folder (mode 0700, one per kernel): its connection file and ZeroMQ sockets,
+  the start-up file, the probes' exchange files. Confined, the kernel sees this folder and its
+  scratch folder, nothing of another kernel (`grader.sandbox`);
+* a cleared environment: variables the grader sets itself (paths, locale, threads, seeds),
+  never the grader's own (`kernel_env`);
+* a `grader.limits.ProcessBox`: memory, processes, CPU time, disk, enforced by the operating
+  system where it can; when the session closes, every process the kernel started is killed;
+* seeds and figure capture before the first cell (`grader.kernel_side.setup`);
+* bounded output: at most ``Limits.output_mib`` for the whole notebook, a third of it per cell,
+  and the kernel process's own stdout and stderr kept as a short tail.
+
+The command line is built here, not read from an installed kernelspec, so grading does not depend
+on which kernels the machine has registered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -26,17 +32,19 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import ensure_event_loop, run_sync
 
-from grader.results import SandboxInfo
-from grader.sandbox import bwrap_argv, sandbox_info
+from grader import kernel_side
+from grader.limits import Limits, ProcessBox
+from grader.paths import KERNEL_SIDE, KIT_ROOT
+from grader.results import CellRun, RunFailure, SandboxInfo
+from grader.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
 
 if TYPE_CHECKING:
     from nbclient import NotebookClient
@@ -44,140 +52,16 @@ if TYPE_CHECKING:
 # nbformat and nbclient are imported where they are used, after the kernel process is launched:
 # their import time then overlaps the kernel's start-up.
 
-__all__ = ["GIB", "CodeOutcome", "Kernel", "Limits", "MemoryWatchdog", "start_kernel"]
-
-GIB = 2**30
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["CodeOutcome", "KernelSession", "Limits", "ProbeAnswer", "kernel_env"]
 
 _QUIET = logging.getLogger("grader.nbclient")
 _QUIET.setLevel(logging.CRITICAL)
 
-# How long an interrupted cell may take to stop before its kernel is killed.
-INTERRUPT_GRACE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits for one notebook.
-
-    Attributes:
-        cell_timeout: seconds one cell may run.
-        timeout: seconds the whole notebook may run (kernel start excluded).
-        memory_gib: resident memory of the kernel's process tree, in GiB.
-        startup_timeout: seconds a kernel may take to start.
-    """
-
-    cell_timeout: float = 900.0  # the reference CNN trains in one cell: minutes on a shared 2-core CPU
-    timeout: float = 1800.0
-    memory_gib: float = 6.0
-    startup_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        for name in ("cell_timeout", "timeout", "memory_gib", "startup_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
-
-
-_SETUP_CODE = """\
-# Run by the grader's kernel before the notebook's first cell.
-def _grader_setup(seed):
-    import importlib.abc, importlib.util, random, sys
-
-    def seed_numpy(numpy):
-        numpy.random.seed(seed)
-
-    def seed_torch(torch):
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-    random.seed(seed)
-    seeders = {"numpy": seed_numpy, "torch": seed_torch}
-    for name in list(seeders):
-        if name in sys.modules:
-            seeders.pop(name)(sys.modules[name])
-
-    class SeedOnImport(importlib.abc.MetaPathFinder):
-        # numpy and torch take seconds to import: seed them when the notebook imports them
-        # (before any of its code runs) instead of importing them for every notebook.
-        def find_spec(self, name, path=None, target=None):
-            seeder = seeders.pop(name, None)
-            if seeder is None:
-                return None
-            if not seeders:
-                sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(name)
-            if spec is None or spec.loader is None:
-                return spec
-            exec_module = spec.loader.exec_module
-
-            def exec_and_seed(module):
-                exec_module(module)
-                seeder(module)
-
-            spec.loader.exec_module = exec_and_seed
-            return spec
-
-    if seeders:
-        sys.meta_path.insert(0, SeedOnImport())
-
-_grader_setup({seed})
-del _grader_setup
-"""
-
-
-class MemoryWatchdog(threading.Thread):
-    """Poll the resident memory of a process tree; kill the tree when it passes the limit.
-
-    Memory is read every ``interval`` seconds; the list of processes (listing children scans
-    all of /proc, ~5 ms) is refreshed every ``tree_interval`` seconds, so a new DataLoader
-    worker is watched within that time.
-    """
-
-    def __init__(self, pid: int, limit_bytes: int, *, interval: float = 0.1, tree_interval: float = 1.0) -> None:
-        super().__init__(daemon=True, name=f"memory-watchdog-{pid}")
-        self.pid = pid
-        self.limit_bytes = limit_bytes
-        self.interval = interval
-        self.tree_interval = tree_interval
-        self.peak = 0
-        self.exceeded: int | None = None  # the resident size that triggered the kill
-        self._stop_event = threading.Event()
-
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def run(self) -> None:
-        tree: list[psutil.Process] = []
-        refreshed = 0.0
-        while not self._stop_event.wait(self.interval):
-            if time.monotonic() - refreshed >= self.tree_interval:
-                tree, refreshed = self._tree(), time.monotonic()
-                if not tree:
-                    return
-            rss = 0
-            for process in tree:
-                try:
-                    rss += process.memory_info().rss
-                except psutil.Error:
-                    refreshed = 0.0  # a process ended: list the tree again next time
-            self.peak = max(self.peak, rss)
-            if rss > self.limit_bytes:
-                self.exceeded = rss
-                for process in reversed(self._tree() or tree):  # children first, so none is re-parented and missed
-                    try:
-                        process.kill()
-                    except psutil.Error:
-                        pass
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
+INTERRUPT_GRACE_S = 5.0  # how long an interrupted cell may take to stop before its kernel is killed
+PROBE_TIMEOUT_S = 120.0
+LOG_TAIL_BYTES = 64 * 2**10
+# Variables of the grader's environment a kernel may see: which devices and how many threads.
+PASSED_THROUGH = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LD_LIBRARY_PATH")
 
 
 @dataclass
@@ -190,9 +74,54 @@ class CodeOutcome:
     error_message: str = ""
 
 
+@dataclass
+class ProbeAnswer:
+    """The answer to one probe: ``value`` (plain data) when ``ok``, else ``error`` says why."""
+
+    ok: bool
+    value: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def kernel_env(*, runtime: Path, seed: int, sandboxed: bool, extra: dict[str, str]) -> dict[str, str]:
+    """The kernel's whole environment: set by the grader, nothing inherited but `PASSED_THROUGH`."""
+    home = SANDBOX_HOME if sandboxed else str(runtime / "home")
+    tmp = "/tmp" if sandboxed else str(runtime / "tmp")
+    python_path = [str(KIT_ROOT)]  # `src` importable even where the kit is not pip-installed
+    import site
+
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        python_path.append(site.getusersitepackages())  # $HOME changes: say where the user site is
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": home,
+        "USER": "student",
+        "LOGNAME": "student",
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join(python_path),
+        "PYTHONHASHSEED": str(seed),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "IPYTHONDIR": str(runtime / "ipython"),  # a fresh profile: no start-up files of anyone
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "JUPYTER_CONFIG_DIR": str(runtime / "jupyter"),
+        "XDG_CACHE_HOME": f"{home}/.cache",
+        "TORCH_HOME": f"{home}/.cache/torch",
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # required by torch for deterministic cuBLAS
+        # Progress bars refresh every few seconds, not ten times a second: each refresh is a
+        # message the grader records, and it competes with the training for the CPU.
+        "TQDM_MININTERVAL": "5",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    env.update({name: os.environ[name] for name in PASSED_THROUGH if os.environ.get(name)})
+    env.update(extra)
+    return env
+
+
 class _KernelManager(AsyncKernelManager):
     """A kernel manager whose kernel command line is built by the grader, not read from a
-    kernelspec, so it can be wrapped in bwrap and given the seeding start-up file."""
+    kernelspec, so it can be confined and given the start-up file."""
 
     grader_argv: tuple[str, ...] = ()
 
@@ -201,97 +130,135 @@ class _KernelManager(AsyncKernelManager):
         # "message" interrupts go over the control channel, so they reach the kernel inside
         # bwrap's PID namespace; signals to the bwrap process would not.
         return KernelSpec(
-            argv=list(self.grader_argv),
-            display_name="grader",
-            language="python",
-            interrupt_mode="message",
+            argv=list(self.grader_argv), display_name="grader", language="python", interrupt_mode="message"
         )
 
 
-class Kernel:
-    """A fresh IPython kernel for one notebook: started in ``workdir``, seeded, watched for
-    memory and, when ``sandbox.enabled``, confined by bubblewrap.
+class _LogTail(threading.Thread):
+    """Reads a process's stdout and stderr (not the notebook's outputs) and keeps the last bytes."""
 
-    Use `start_kernel` to create one. The process starts at once; `ready` waits for it.
+    def __init__(self, stream: Any) -> None:
+        super().__init__(daemon=True, name="kernel-log")
+        self.stream = stream
+        self.tail = bytearray()
+
+    def run(self) -> None:
+        for chunk in iter(lambda: self.stream.read1(65536) if hasattr(self.stream, "read1") else b"", b""):
+            self.tail += chunk
+            del self.tail[:-LOG_TAIL_BYTES]
+
+    def text(self) -> str:
+        return self.tail.decode(errors="replace")
+
+
+class KernelSession:
+    """A fresh IPython kernel for one notebook, from start to close.
+
+    Args:
+        workdir: the notebook's scratch folder: its working directory, and the only real folder
+            it may write (with its runtime folder).
+        seed: seed for ``random``, ``numpy`` and ``torch``.
+        limits: time, memory, processes, disk, output.
+        sandbox: whether to confine it (`grader.sandbox.sandbox_info`).
+        readonly: files the notebook reads that the grader prepared (data, weights), bound
+            read-only at their own paths.
+        env: variables naming them (``KIT_DATA_DIR``, ``KIT_RESNET18_WEIGHTS``).
+        runtime_root: where the private runtime folder goes (a short path: Unix socket paths are
+            limited to about 100 bytes).
+
+    The process starts with `start` (returns at once); `wait_ready` waits for it.
     """
 
-    def __init__(self, *, workdir: Path, seed: int, limits: Limits, sandbox: SandboxInfo) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        seed: int = 0,
+        limits: Limits = Limits(),
+        sandbox: SandboxInfo,
+        readonly: tuple[Path, ...] = (),
+        env: dict[str, str] | None = None,
+        runtime_root: Path | None = None,
+    ) -> None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         self.workdir = Path(os.path.realpath(workdir))
         self.seed = seed
         self.limits = limits
         self.sandbox = sandbox
-        # Sockets, connection file, start-up file and probe exchange files. A short path:
-        # Unix socket paths are limited to about 100 bytes.
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="gk-", dir=self.workdir.parent))
-        if sandbox.enabled and len(str(self.runtime_dir)) > 90:
+        self.readonly = tuple(readonly)
+        self.extra_env = dict(env or {})
+        self.runtime_root = runtime_root
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one kernel process (a revived session gets fresh state)."""
+        self.km: _KernelManager | None = None
+        self.box: ProcessBox | None = None
+        self.runtime_dir: Path | None = None
+        self._log: _LogTail | None = None
+        self._client: NotebookClient | None = None
+        self._probes = itertools.count()
+        # What this kernel has run, so that `revive` can run it again in a fresh one.
+        self._notebook: Any = None
+        self._ran: list[int] = []
+        self.replay_problem = ""
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Launch the kernel process, confined and within its limits (returns before it is ready)."""
+        if self.km is not None:
+            return
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="gk-", dir=self.runtime_root))  # mode 0700
+        if self.sandbox.enabled and len(str(self.runtime_dir)) > 80:
             raise ValueError(
-                f"scratch folder path too long for Unix sockets ({self.runtime_dir}); set TMPDIR to a shorter folder"
+                f"runtime folder path too long for Unix sockets ({self.runtime_dir}); set TMPDIR to a shorter folder"
             )
-        setup = self.runtime_dir / "setup.py"
-        setup.write_text(_SETUP_CODE.replace("{seed}", repr(int(seed))))
+        shutil.copy(KERNEL_SIDE, self.runtime_dir / "kernel_side.py")
+        startup = self.runtime_dir / "startup.py"
+        startup.write_text(_STARTUP.format(path=str(self.runtime_dir / "kernel_side.py"), seed=int(self.seed)))
+        mpl = _matplotlib_cache()
+        if mpl is not None:
+            shutil.copytree(mpl, self.runtime_dir / "matplotlib")
+        if not self.sandbox.enabled:
+            for private in ("home", "tmp"):
+                (self.runtime_dir / private).mkdir()
+        env = kernel_env(runtime=self.runtime_dir, seed=self.seed, sandboxed=self.sandbox.enabled, extra=self.extra_env)
+        env["MPLCONFIGDIR"] = str(self.runtime_dir / "matplotlib")
         command = [
             sys.executable,
             "-m",
             "ipykernel_launcher",
             "-f",
             "{connection_file}",
-            f"--IPKernelApp.exec_files={setup}",
+            f"--IPKernelApp.exec_files={startup}",
             "--HistoryManager.hist_file=:memory:",
         ]
-        if sandbox.enabled:
-            # /tmp and /dev/shm are memory the watchdog cannot see: a quarter of the limit.
-            tmp_bytes = int(limits.memory_gib * GIB / 4)
-            command = bwrap_argv(command, writable=self.workdir.parent, cwd=self.workdir, tmp_bytes=tmp_bytes)
+        if self.sandbox.enabled:
+            # /tmp and /dev/shm are memory: a quarter of the limit (the cgroup counts them too).
+            command = bwrap_argv(
+                command,
+                mounts=Mounts(readonly=list(self.readonly), writable=[self.workdir, self.runtime_dir]),
+                cwd=self.workdir,
+                scratch=self.runtime_dir,
+                tmp_bytes=int(self.limits.memory_gib * 2**30 / 4),
+            )
+        self.box = ProcessBox("kernel", self.limits, watch_dirs=(self.workdir,))
         # Inside bwrap's network namespace the kernel cannot reach the grader's TCP loopback:
-        # Unix sockets in the shared scratch folder instead. Unconfined (and on Windows), TCP.
-        transport, ip = ("ipc", str(self.runtime_dir / "k")) if sandbox.enabled else ("tcp", "127.0.0.1")
+        # Unix sockets in its runtime folder instead. Unconfined, TCP on the loopback.
+        if self.sandbox.enabled:
+            transport, ip = "ipc", str(self.runtime_dir / "k")
+        else:
+            transport, ip = "tcp", "127.0.0.1"
         self.km = _KernelManager(transport=transport, ip=ip, connection_file=str(self.runtime_dir / "kernel.json"))
-        self.km.grader_argv = tuple(command)
-        self.watchdog: MemoryWatchdog | None = None
-        self._log: Any = None
-        self._client: NotebookClient | None = None
-        self._started = False
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            PYTHONHASHSEED=str(self.seed),
-            # A fresh IPython profile: no start-up files from the grading account.
-            IPYTHONDIR=str(self.runtime_dir / "ipython"),
-            # Required by torch for deterministic cuBLAS.
-            CUBLAS_WORKSPACE_CONFIG=":4096:8",
-            PYTHONDONTWRITEBYTECODE="1",
-        )
-        mpl = _matplotlib_cache()
-        if mpl is not None:
-            target = self.runtime_dir / "matplotlib"
-            shutil.copytree(mpl, target, dirs_exist_ok=True)
-            env["MPLCONFIGDIR"] = str(target)
-        # Progress bars refresh every few seconds, not ten times a second: each refresh is a
-        # message the grader records, and it competes with the training for the CPU.
-        env.setdefault("TQDM_MININTERVAL", "5")
-        env.pop("JPY_PARENT_PID", None)
-        env.pop("MPLBACKEND", None)  # ipykernel's inline backend is what puts figures in the notebook
-        # The kernel starts in the scratch copy: make the kit's own `src` importable from there
-        # even where the kit is not pip-installed.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(_REPO_ROOT)]))
-        return env
-
-    def start(self) -> None:
-        """Launch the kernel process (returns before the kernel is ready)."""
-        if self._started:
-            return
-        self._started = True
-        # The kernel process's own output (not the notebook's): ipykernel's log, a crash's
-        # "Fatal Python error". Kept for `death_reason`, out of the grader's terminal.
-        self._log = open(self.runtime_dir / "kernel.log", "wb")
+        self.km.grader_argv = tuple(self.box.command(command, env))
         run_sync(self.km.start_kernel)(
-            env=self._env(), cwd=str(self.workdir), stdout=self._log, stderr=subprocess.STDOUT
+            env=env, cwd=str(self.workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        pid = self.km.provisioner.process.pid  # bwrap's pid when sandboxed: the whole tree is watched
-        self.watchdog = MemoryWatchdog(pid, int(self.limits.memory_gib * GIB))
-        self.watchdog.start()
+        process = self.km.provisioner.process
+        self._log = _LogTail(process.stdout)
+        self._log.start()
+        self.box.started(process.pid)
 
     def _connect(self) -> NotebookClient:
         # One client per kernel, for the notebook and the probes alike: clients made by the same
@@ -310,6 +277,7 @@ class Kernel:
                 resources={"metadata": {"path": str(self.workdir)}},
                 log=_QUIET,  # timeouts and deaths are reported in the results, not logged
             )
+            self._client.output_limit = int(self.limits.output_mib * 2**20)
             self._client.start_new_kernel_client()
         return self._client
 
@@ -317,14 +285,10 @@ class Kernel:
         """Wait until the kernel answers (raises RuntimeError if it dies or never answers)."""
         self._connect()
 
+    # ------------------------------------------------------------------ running cells
+
     def execute_cell(self, notebook: Any, index: int, *, timeout: float, store_history: bool = True) -> str:
         """Execute ``notebook.cells[index]``, its outputs going into the cell.
-
-        Args:
-            notebook: the notebook holding the cell.
-            index: the cell's position.
-            timeout: seconds; on expiry the kernel is interrupted.
-            store_history: False for grader code (no execution count used).
 
         Returns:
             ``"ok"`` (ran; it may have raised, see the cell's outputs), ``"timeout"`` (interrupted,
@@ -350,25 +314,71 @@ class Kernel:
             return "died"
         return "ok"
 
-    def is_alive(self) -> bool:
-        return self._started and bool(run_sync(self.km.is_alive)())
-
-    def interrupt(self) -> None:
-        try:
-            run_sync(self.km.interrupt_kernel)()
-        except Exception:  # a dead kernel cannot be interrupted; the caller checks liveness
-            pass
-
-    def run_code(self, code: str, *, timeout: float) -> CodeOutcome:
-        """Run grader code in the kernel's namespace (not stored in history).
-
-        Args:
-            code: Python source.
-            timeout: seconds; on expiry the kernel is interrupted (killed if it does not stop).
+    def run_cells(self, notebook: Any, indices: list[int]) -> tuple[list[CellRun], RunFailure | None, bool]:
+        """Execute the given code cells in order within the limits.
 
         Returns:
-            `CodeOutcome`; never raises for what the code or the kernel did.
+            ``(cell runs, failure or None, kernel_usable)``. The failure is the one that stopped
+            the run, else the first cell timeout.
         """
+        limits = self.limits
+        self._notebook = notebook
+        runs = [CellRun(i, _first_line(notebook.cells[i].source), "not_run") for i in indices]
+        try:
+            self.wait_ready()
+        except Exception as error:
+            reason = self.death_reason() if not self.is_alive() else str(error)
+            return runs, RunFailure("kernel_start", f"the kernel did not start: {reason}"), False
+        deadline = time.monotonic() + limits.timeout
+        failure: RunFailure | None = None
+        for run in runs:
+            cell = notebook.cells[run.index]
+            remaining = deadline - time.monotonic()
+            if remaining < 1:
+                message = f"the notebook's time limit of {limits.timeout:g} s was reached before {run.describe()}"
+                return runs, RunFailure("notebook_timeout", message, run.index), True
+            budget = min(limits.cell_timeout, remaining)
+            started = time.monotonic()
+            status = self.execute_cell(notebook, run.index, timeout=budget)
+            run.elapsed = time.monotonic() - started
+            run.status = "ok"
+            if status in ("timeout", "stuck"):
+                whole = budget < limits.cell_timeout
+                run.status, run.error_name = "timeout", "Timeout"
+                run.error_message = (
+                    f"the notebook's time limit of {limits.timeout:g} s ran out in this cell"
+                    if whole
+                    else f"the cell ran longer than its limit of {limits.cell_timeout:g} s"
+                )
+                if status == "stuck":
+                    run.error_message += " and did not stop when interrupted"
+                cell.outputs.append(_error_output("TimeoutError", run.error_message))
+                stop = whole or status == "stuck"
+                if stop or failure is None:
+                    kind = "notebook_timeout" if whole else "cell_timeout"
+                    failure = RunFailure(kind, f"{run.describe()}: {run.error_message}", run.index)
+                if stop:
+                    return runs, failure, status != "stuck"
+                continue  # an interrupted cell is like a cell that raised: go on
+            if status == "died":
+                memory = self.box is not None and self.box.memory_killed()
+                run.status = "died"
+                run.error_name = "MemoryLimit" if memory else "DeadKernel"
+                run.error_message = self.death_reason()
+                cell.outputs.append(_error_output(run.error_name, run.error_message))
+                failure = RunFailure("memory" if memory else "died", f"{run.describe()}: {run.error_message}", run.index)
+                return runs, failure, False
+            for output in cell.outputs:
+                if output.output_type == "error":
+                    run.status = "error"
+                    run.error_name = output.get("ename", "")
+                    run.error_message = output.get("evalue", "")
+                    break
+            self._ran.append(run.index)  # ran to its end (raising or not): a revived kernel runs it again
+        return runs, failure, True
+
+    def run_code(self, code: str, *, timeout: float) -> CodeOutcome:
+        """Run grader code in the kernel's namespace (not stored in history); never raises."""
         if not self.is_alive():
             return CodeOutcome("died", error_message=self.death_reason())
         import nbformat
@@ -389,6 +399,57 @@ class Kernel:
                 return CodeOutcome("error", stdout, output.ename, output.evalue)
         return CodeOutcome("ok", stdout)
 
+    # ------------------------------------------------------------------ probing
+
+    def ask(self, function: str, *, timeout: float = PROBE_TIMEOUT_S, **inputs: Any) -> ProbeAnswer:
+        """Call ``grader.kernel_side.<function>(namespace, **inputs)`` inside the kernel.
+
+        Inputs and answer cross as files in the runtime folder, written with ``torch.save`` and
+        read back with ``torch.load(weights_only=True)``, which rebuilds tensors, numbers, strings
+        and containers but cannot run code. Never raises for what happens in the kernel.
+        """
+        if function not in kernel_side.PROBES:
+            raise ValueError(f"grader.kernel_side has no probe {function!r}")
+        import torch  # here, not at the top: a notebook without probes grades without torch
+
+        number = next(self._probes)
+        in_path = self.runtime_dir / f"probe-{number}-in.pt"
+        out_path = self.runtime_dir / f"probe-{number}-out.pt"
+        torch.save(inputs, in_path)
+        code = f"__import__('sys').modules['_kit_kernel_side'].answer({function!r}, {str(in_path)!r}, {str(out_path)!r})"
+        outcome = self.run_code(code, timeout=timeout)
+        try:
+            if outcome.status != "ok":
+                detail = outcome.error_message
+                if outcome.status == "error":
+                    detail = f"{outcome.error_name}: {outcome.error_message}"
+                elif outcome.status == "timeout":
+                    detail = f"no answer within {timeout:g} s (the kernel was interrupted)"
+                return ProbeAnswer(False, error=detail)
+            try:
+                if out_path.is_symlink() or out_path.stat().st_size > 2**30:
+                    raise ValueError("not a plain file of reasonable size")
+                value = torch.load(out_path, weights_only=True)
+            except Exception as error:
+                return ProbeAnswer(False, error=f"the kernel's answer could not be read safely ({error})")
+            if not isinstance(value, dict):
+                return ProbeAnswer(False, error=f"the kernel's answer is a {type(value).__name__}, not a dict")
+            return ProbeAnswer(True, value)
+        finally:
+            in_path.unlink(missing_ok=True)
+            out_path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ health
+
+    def is_alive(self) -> bool:
+        return self.km is not None and bool(run_sync(self.km.is_alive)())
+
+    def interrupt(self) -> None:
+        try:
+            run_sync(self.km.interrupt_kernel)()
+        except Exception:  # a dead kernel cannot be interrupted; the caller checks liveness
+            pass
+
     def _wait_responsive(self, grace: float = INTERRUPT_GRACE_S) -> bool:
         """After an interrupt: True when the kernel runs a no-op within ``grace`` seconds."""
         import nbformat
@@ -406,17 +467,16 @@ class Kernel:
         return True
 
     def death_reason(self) -> str:
-        """Why the kernel is gone, in words (memory limit, exit code or signal)."""
-        if self.watchdog is not None and self.watchdog.exceeded is not None:
-            return (
-                f"memory limit of {self.limits.memory_gib:g} GiB exceeded (the kernel was using "
-                f"{self.watchdog.exceeded / GIB:.2f} GiB when it was stopped)"
-            )
+        """Why the kernel is gone, in words (a limit, a crash, an exit code or a signal)."""
+        if self.box is not None:
+            reason = self.box.reason()
+            if reason:
+                return reason
         fatal = self._fatal_log_line()
         if fatal:
             return f"the kernel crashed: {fatal}"
         code = None
-        process = getattr(self.km.provisioner, "process", None) if self.km.provisioner else None
+        process = getattr(self.km.provisioner, "process", None) if self.km and self.km.provisioner else None
         if process is not None:
             code = process.poll()
         if code is None:
@@ -433,35 +493,47 @@ class Kernel:
 
     def _fatal_log_line(self) -> str:
         """The kernel process's last "Fatal Python error" or "Segmentation fault" line, if any."""
-        try:
-            text = (self.runtime_dir / "kernel.log").read_text(errors="replace")
-        except OSError:
-            return ""
+        text = self._log.text() if self._log is not None else ""
         lines = [
-            line.strip() for line in text.splitlines() if "Fatal Python error" in line or "Segmentation fault" in line
+            line.strip()[:200] for line in text.splitlines() if "Fatal Python error" in line or "Segmentation fault" in line
         ]
         return lines[-1] if lines else ""
 
-    def kill(self) -> None:
-        if self.watchdog is not None:
-            tree = self.watchdog._tree()
-            for process in reversed(tree):
-                try:
-                    process.kill()
-                except psutil.Error:
-                    pass
+    @property
+    def peak_memory(self) -> int:
+        return self.box.peak_memory if self.box is not None else 0
 
-    def shutdown(self) -> None:
-        """Stop the kernel and remove its runtime folder. Safe to call twice."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
+    # ------------------------------------------------------------------ ending
+
+    def kill(self) -> None:
+        if self.box is not None:
+            self.box.kill()
+
+    def revive(self) -> bool:
+        """Replace a dead kernel by a fresh one that has run the same cells again (on a copy of
+        the notebook: the executed notebook keeps the first run's outputs). Returns whether the
+        fresh kernel is usable."""
+        import nbformat
+
+        notebook, ran = self._notebook, list(self._ran)
+        self.close()
+        self._reset()
+        if notebook is None:
+            return False
+        copy = nbformat.from_dict(json.loads(json.dumps(notebook)))
+        clear_outputs(copy)
+        _, failure, usable = self.run_cells(copy, ran)
+        self.replay_problem = failure.message if failure is not None and not usable else ""
+        return usable
+
+    def close(self) -> None:
+        """Stop the kernel, kill every process it started, remove its runtime folder. Safe to call twice."""
         if self._client is not None:
-            close_client(self._client)
+            _close_client(self._client)
             self._client = None
-        if self._started:
-            # Kill rather than ask: nothing in a grading kernel needs a clean exit, and
-            # jupyter_client's shutdown polls for the process's end in 0.1 s steps.
-            self.kill()
+        if self.box is not None:
+            self.box.close()  # kills the whole tree: nothing in a grading kernel needs a clean exit
+        if self.km is not None:
             process = getattr(self.km.provisioner, "process", None) if self.km.provisioner else None
             if process is not None:
                 try:
@@ -472,42 +544,89 @@ class Kernel:
                 run_sync(self.km.cleanup_resources)()
             except Exception:
                 pass
-        if self._log is not None:
-            self._log.close()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            self.runtime_dir = None
 
-    @property
-    def peak_memory(self) -> int:
-        return self.watchdog.peak if self.watchdog is not None else 0
+    def __enter__(self) -> KernelSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-MAX_OUTPUT_BYTES = 10 * 2**20  # per cell; beyond this a cell's output is dropped
+_STARTUP = """\
+# Run by the grader's kernel before the notebook's first cell.
+def _kit_grader_setup():
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("_kit_kernel_side", {path!r})
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_kit_kernel_side"] = module
+    spec.loader.exec_module(module)
+    module.setup({seed})
+
+_kit_grader_setup()
+del _kit_grader_setup
+"""
+
+
+def clear_outputs(notebook: Any) -> None:
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= 60 else line[:57] + "..."
+    return ""
+
+
+def _error_output(name: str, message: str) -> Any:
+    import nbformat
+
+    return nbformat.v4.new_output("error", ename=name, evalue=message, traceback=[f"{name}: {message}"])
 
 
 def _bounded_client_class() -> type:
-    """nbclient's client keeping at most `MAX_OUTPUT_BYTES` of output per cell, so that a cell
-    printing in a loop until its time limit cannot fill the grader's memory."""
+    """nbclient's client keeping at most ``output_limit`` bytes of output for the whole notebook
+    and a third of that per cell, so that a cell printing in a loop until its time limit cannot
+    fill the grader's memory or the report."""
     import nbformat
     from nbclient import NotebookClient
 
     class BoundedClient(NotebookClient):
+        output_limit: int = 32 * 2**20
         _outs_id: int = 0
-        _outs_bytes: int = 0
+        _cell_bytes: int = 0
+        _total_bytes: int = 0
+        _noted_id: int = 0
 
         def output(self, outs, msg, display_id, cell_index):  # type: ignore[no-untyped-def]
             if id(outs) != self._outs_id:  # a new cell (or a new run of one)
-                self._outs_id, self._outs_bytes = id(outs), 0
+                self._outs_id, self._cell_bytes = id(outs), 0
             content = msg.get("content", {})
             size = len(content.get("text", "")) + sum(len(str(v)) for v in content.get("data", {}).values())
-            room = MAX_OUTPUT_BYTES - self._outs_bytes
-            self._outs_bytes += size
+            size += sum(len(line) for line in content.get("traceback", []) or [])
+            room = min(self.output_limit // 3 - self._cell_bytes, self.output_limit - self._total_bytes)
+            self._cell_bytes += size
+            self._total_bytes += min(size, max(room, 0))
             if size <= room:
                 return super().output(outs, msg, display_id, cell_index)
             if room > 0 and "text" in content:  # keep the beginning of a long stream
                 msg = {**msg, "content": {**content, "text": content["text"][:room]}}
                 super().output(outs, msg, display_id, cell_index)
-            if room > 0:
-                note = f"\n[grader: this cell printed more than {MAX_OUTPUT_BYTES // 2**20} MB; the rest was dropped]\n"
+            if self._noted_id != id(outs):
+                self._noted_id = id(outs)
+                limit = self.output_limit / 2**20
+                note = (
+                    f"\n[grader: output limit reached ({limit / 3:.0f} MB per cell, {limit:.0f} MB per "
+                    "notebook); the rest was dropped]\n"
+                )
                 outs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
             return None
 
@@ -528,7 +647,7 @@ def _cancel_pending_tasks() -> None:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
-def close_client(client: NotebookClient) -> None:
+def _close_client(client: NotebookClient) -> None:
     """Stop a client's channels (the kernel keeps running)."""
     if client.kc is not None:
         result = client.kc.stop_channels()
@@ -544,8 +663,8 @@ def _matplotlib_cache() -> Path | None:
     """A primed matplotlib config folder to copy into each kernel.
 
     matplotlib builds a font list on first import (seconds) and falls back to a throw-away
-    folder, with a warning, when its config folder is not writable, as in the sandbox. The
-    grader builds it once in its cache folder; each kernel gets a writable copy.
+    folder, with a warning, when its config folder is not writable. The grader builds it once in
+    its cache folder; each kernel gets a writable copy.
     """
     global _MPL_CACHE
     if _MPL_CACHE is not False:
@@ -565,26 +684,3 @@ def _matplotlib_cache() -> Path | None:
             pass
     _MPL_CACHE = cache if any(cache.glob("fontlist-*.json")) else None
     return _MPL_CACHE  # type: ignore[return-value]
-
-
-def start_kernel(*, workdir: Path, seed: int = 0, limits: Limits = Limits(), sandbox: bool | None = None) -> Kernel:
-    """Launch a kernel for one notebook without waiting for it to be ready.
-
-    Starting the next notebook's kernel while the current one runs hides its start-up time.
-
-    Args:
-        workdir: the notebook's scratch folder (its working directory). Its parent must be a
-            scratch folder too: the kernel may write there (sockets, probe files).
-        seed: seed for ``random``, ``numpy`` and ``torch``.
-        limits: memory limit (watched from the start) and start-up timeout.
-        sandbox: True / False / None (use bubblewrap when it works).
-
-    Returns:
-        The `Kernel`, its process started.
-    """
-    info = sandbox_info(sandbox)
-    if sandbox is True and not info.enabled:
-        raise RuntimeError(f"sandbox required but unavailable: {info.detail}")
-    kernel = Kernel(workdir=workdir, seed=seed, limits=limits, sandbox=info)
-    kernel.start()
-    return kernel

@@ -1,20 +1,183 @@
-"""Questions the grader asks inside a student's kernel. Shipped as source text by `grader.probe`.
+"""What the grader runs inside a student's kernel: seeding, figure capture, and the probes.
 
-This file is not imported by the kernel (a submission could shadow the ``grader`` package);
-`grader.probe` sends its text. Each public function takes the kernel's namespace ``ns`` and
-keyword inputs, and returns only what ``torch.load(weights_only=True)`` can read back: dicts,
-lists, str, int, float, bool, None and tensors. No student object ever leaves the kernel.
+The grader copies this file into the kernel's private runtime folder and the kernel loads it by
+path at start-up (`grader.kernel`), before the notebook's first cell; the ``grader`` package itself
+is not visible there. Standard library at the top; numpy, torch and matplotlib are imported
+inside the functions, when the notebook has imported them anyway.
 
-Rules for this file: no ``from __future__`` (the text runs inside a function), imports inside
-the functions, and nothing that trusts the student's objects to behave.
+The kernel is the student's: anything computed here can be forged by the notebook's code. So
+nothing here decides a grade. Probes return what the notebook *claims* (``n_params``, its
+scheduler's settings, its training history, the figures it showed) and the grader checks those
+claims against evidence it computes itself (`grader.checks`). Answers cross back only as data
+``torch.load(weights_only=True)`` can read: dicts, lists, str, numbers, None and tensors.
 """
 
 import math
 
+FIGURE_MIME = "application/vnd.cnn-course-kit.figure+json"
 
-def _describe_error(error):
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+# Bounds of a figure's description (a notebook could draw a million points).
+_MAX_AXES = 64
+_MAX_POINTS = 5000
+_MAX_LINES = 16
+_MAX_TEXTS = 300
+_IMAGE_SIDE = 32  # images larger than this are sampled down to it
+
+
+# ------------------------------------------------------------------------------ start-up
+
+
+def setup(seed):
+    """Seed ``random`` now and ``numpy`` / ``torch`` when the notebook imports them; describe figures."""
+    _seed(seed)
+    _capture_figures()
+
+
+def _seed(seed):
+    import importlib.abc
+    import importlib.util
+    import random
+    import sys
+
+    def seed_numpy(numpy):
+        numpy.random.seed(seed)
+
+    def seed_torch(torch):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    random.seed(seed)
+    seeders = {"numpy": seed_numpy, "torch": seed_torch}
+    for name in list(seeders):
+        if name in sys.modules:
+            seeders.pop(name)(sys.modules[name])
+
+    class SeedOnImport(importlib.abc.MetaPathFinder):
+        # numpy and torch take seconds to import: seed them when the notebook imports them
+        # (before any of its code runs) instead of importing them for every notebook.
+        def find_spec(self, name, path=None, target=None):
+            seeder = seeders.pop(name, None)
+            if seeder is None:
+                return None
+            if not seeders:
+                sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None:
+                return spec
+            exec_module = spec.loader.exec_module
+
+            def exec_and_seed(module):
+                exec_module(module)
+                seeder(module)
+
+            spec.loader.exec_module = exec_and_seed
+            return spec
+
+    if seeders:
+        sys.meta_path.insert(0, SeedOnImport())
+
+
+def _capture_figures():
+    """Every matplotlib figure the notebook shows also carries its description (`describe_figure`)
+    in its output, under `FIGURE_MIME`, next to the PNG."""
+    import sys
+
+    from IPython import get_ipython
+    from IPython.core.formatters import JSONFormatter
+    from traitlets import Unicode
+
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    class FigureFormatter(JSONFormatter):
+        # Not registered by type: matplotlib's inline backend clears every formatter's Figure
+        # entry when it starts, so the type is checked here, on each call.
+        format_type = Unicode(FIGURE_MIME)
+
+        def __call__(self, obj):
+            figure_module = sys.modules.get("matplotlib.figure")
+            if figure_module is None or not isinstance(obj, figure_module.Figure):
+                return None
+            try:
+                return describe_figure(obj)
+            except Exception:  # a figure the description cannot read is shown anyway, undescribed
+                return None
+
+    shell.display_formatter.formatters[FIGURE_MIME] = FigureFormatter(parent=shell.display_formatter)
+
+
+def _floats(values, limit):
+    import numpy as np
+
+    array = np.asarray(values, dtype=float).ravel()[:limit]
+    return [v if math.isfinite(v) else None for v in array.tolist()]
+
+
+def _image(array):
+    import numpy as np
+
+    data = np.ma.filled(np.ma.asarray(array).astype(float), np.nan)
+    shape = list(data.shape)
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        data = data[..., :3].mean(axis=-1)  # grey is what the grader compares
+    if data.ndim != 2:
+        return {"shape": shape, "data": None}
+    if max(data.shape) > _IMAGE_SIDE:
+        rows = np.linspace(0, data.shape[0] - 1, min(data.shape[0], _IMAGE_SIDE)).round().astype(int)
+        cols = np.linspace(0, data.shape[1] - 1, min(data.shape[1], _IMAGE_SIDE)).round().astype(int)
+        data = data[np.ix_(rows, cols)]
+    return {"shape": shape, "data": [_floats(row, _IMAGE_SIDE) for row in data]}
+
+
+def describe_figure(figure):
+    """What a figure shows, as JSON: per axes its title, labels, tick labels, texts, the lines'
+    data, the images' pixels (at most 32 x 32) and the colour meshes' values (a heatmap)."""
+    axes = []
+    for ax in figure.get_axes()[:_MAX_AXES]:
+        texts = [t.get_text() for t in ax.texts[:_MAX_TEXTS]]
+        meshes = []
+        for collection in ax.collections[:4]:
+            values = collection.get_array() if hasattr(collection, "get_array") else None
+            if values is not None and getattr(values, "size", 0) and values.size <= 10_000:
+                meshes.append({"shape": list(values.shape), "data": _floats(values, 10_000)})
+        axes.append(
+            {
+                "title": ax.get_title(),
+                "xlabel": ax.get_xlabel(),
+                "ylabel": ax.get_ylabel(),
+                "xticklabels": [t.get_text() for t in ax.get_xticklabels()][:50],
+                "yticklabels": [t.get_text() for t in ax.get_yticklabels()][:50],
+                "texts": [t[:100] for t in texts],
+                "lines": [
+                    {"x": _floats(line.get_xdata(), _MAX_POINTS), "y": _floats(line.get_ydata(), _MAX_POINTS)}
+                    for line in ax.get_lines()[:_MAX_LINES]
+                ],
+                "images": [_image(image.get_array()) for image in ax.get_images()[:4]],
+                "meshes": meshes,
+            }
+        )
+    suptitle = getattr(figure, "_suptitle", None)
+    return {"axes": axes, "suptitle": suptitle.get_text() if suptitle is not None else ""}
+
+
+# ------------------------------------------------------------------------------ answering
+
+
+def answer(function, in_path, out_path):
+    """Run probe ``function`` on the notebook's namespace with the inputs saved at ``in_path``."""
+    import torch
+    from IPython import get_ipython
+
+    inputs = torch.load(in_path, weights_only=True)
+    result = PROBES[function](get_ipython().user_ns, **inputs)
+    torch.save(result, out_path)
+
+
+def _type_name(value):
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _as_int(value):
@@ -37,53 +200,6 @@ def _as_int(value):
     return None
 
 
-def _type_name(value):
-    kind = type(value)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-
-
-def call_conv(ns, name, cases, numpy_inputs):
-    """Call the student's convolution ``name`` on each case.
-
-    Returns:
-        ``{"defined": bool, "type": str, "results": [float64 tensor | "error text"]}``.
-    """
-    import numpy as np
-    import torch
-
-    function = ns.get(name)
-    if function is None:
-        return {"defined": False, "type": "", "results": []}
-    if not callable(function):
-        return {"defined": True, "type": _type_name(function), "results": []}
-    results = []
-    for case in cases:
-        x, kernel, bias = case["x"], case["kernel"], case["bias"]
-        kwargs = {}
-        if case.get("stride") is not None:
-            kwargs = {"stride": case["stride"], "padding": case["padding"]}
-        if numpy_inputs:
-            x, kernel, bias = x.numpy(), kernel.numpy(), float(bias)
-        try:
-            output = function(x, kernel, bias, **kwargs)
-        except (Exception, SystemExit) as error:
-            results.append(_describe_error(error))
-            continue
-        try:
-            if isinstance(output, torch.Tensor):
-                output = output.detach().cpu().to(torch.float64)
-            elif isinstance(output, (np.ndarray, np.generic, list, tuple, float, int)):
-                output = torch.from_numpy(np.asarray(output, dtype=np.float64))
-            else:
-                results.append(f"returned a {_type_name(output)}, expected an array or tensor")
-                continue
-        except Exception as error:
-            results.append(f"returned something that is not an array of numbers ({_describe_error(error)})")
-            continue
-        results.append(output.clone())
-    return {"defined": True, "type": _type_name(function), "results": results}
-
-
 def _count(parameters):
     return int(sum(p.numel() for p in parameters))
 
@@ -93,18 +209,18 @@ def _model(ns, name):
 
     model = ns.get(name)
     if model is None:
-        return None, {"defined": False}
+        return None, {"defined": name in ns}
     if not isinstance(model, nn.Module):
         return None, {"defined": True, "is_module": False, "type": _type_name(model)}
     return model, {"defined": True, "is_module": True, "type": _type_name(model)}
 
 
-def model_facts(ns, model_name, count_names):
-    """Real parameter counts of ``ns[model_name]`` and the values of the notebook's counts.
+def model_facts(ns, model_name, count_names, with_state=False):
+    """The model's parameter counts (and, if asked, its state) and the notebook's count variables.
 
     Returns:
-        ``{"model": {...}, "counts": {name: {"defined", "value", "type", "repr"}}}`` where
-        ``model`` holds ``total``, ``trainable``, ``frozen`` when it is an ``nn.Module``.
+        ``{"model": {defined, is_module, type, total, trainable, frozen, state?},
+        "counts": {name: {defined, value, type, repr}}}``.
     """
     model, facts = _model(ns, model_name)
     if model is not None:
@@ -112,18 +228,15 @@ def model_facts(ns, model_name, count_names):
         facts["total"] = _count(parameters)
         facts["trainable"] = _count(p for p in parameters if p.requires_grad)
         facts["frozen"] = _count(p for p in parameters if not p.requires_grad)
+        if with_state:
+            facts["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     counts = {}
     for name in count_names:
         if name not in ns:
             counts[name] = {"defined": False}
             continue
         value = ns[name]
-        counts[name] = {
-            "defined": True,
-            "value": _as_int(value),
-            "type": _type_name(value),
-            "repr": repr(value)[:80],
-        }
+        counts[name] = {"defined": True, "value": _as_int(value), "type": _type_name(value), "repr": repr(value)[:80]}
     return {"model": facts, "counts": counts}
 
 
@@ -147,10 +260,10 @@ def head_facts(ns, model_name, head_name):
         name = linears[-1] if linears else None
     if name is not None:
         head = modules[name]
-        head_facts = {"name": name, "type": _type_name(head), "is_linear": isinstance(head, nn.Linear)}
+        described = {"name": name, "type": _type_name(head), "is_linear": isinstance(head, nn.Linear)}
         if isinstance(head, nn.Linear):
-            head_facts.update(in_features=int(head.in_features), out_features=int(head.out_features))
-        out["head"] = head_facts
+            described.update(in_features=int(head.in_features), out_features=int(head.out_features))
+        out["head"] = described
     prefix = f"{name}." if name else None
     for parameter_name, parameter in model.named_parameters():
         in_head = prefix is not None and parameter_name.startswith(prefix)
@@ -161,11 +274,78 @@ def head_facts(ns, model_name, head_name):
     return out
 
 
+def _trainers(ns):
+    try:
+        from src.engine import Trainer
+    except Exception:
+        return []
+    return [(name, value) for name, value in ns.items() if isinstance(value, Trainer) and not name.startswith("_")]
+
+
+def _history(trainer):
+    history = getattr(trainer, "history", {}) or {}
+    out = {}
+    for key in ("train_loss", "val_loss", "lr"):
+        try:
+            out[key] = [float(v) for v in history.get(key, [])][:10_000]
+        except Exception:
+            out[key] = []
+    return out
+
+
+def training_facts(ns, model_name):
+    """The notebook's `src.engine.Trainer` objects: what each trained and its history."""
+    model = ns.get(model_name)
+    trainers = []
+    for name, trainer in _trainers(ns):
+        trained = getattr(trainer, "model", None)
+        try:
+            steps_per_epoch = len(trainer.train_loader)
+        except Exception:
+            steps_per_epoch = None
+        trainers.append(
+            {
+                "name": name,
+                "epochs": _as_int(getattr(trainer, "epoch", None)),
+                "steps": _as_int(getattr(trainer, "step", None)),
+                "steps_per_epoch": steps_per_epoch,
+                "trains_model": model is not None and trained is model,
+                "trains_part_of_model": model is not None
+                and trained is not None
+                and any(trained is module for module in getattr(model, "modules", lambda: [])()),
+                "history": _history(trainer),
+            }
+        )
+    return {"trainers": trainers}
+
+
+def _scheduler_part(part):
+    """A scheduler's settings as plain data, enough to rebuild it in the grader's process."""
+    state = {"type": _type_name(part)}
+    for key in ("warmup_steps", "start_factor", "gamma", "last_epoch"):
+        value = getattr(part, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            state[key] = value
+    milestones = getattr(part, "milestones", None)
+    if milestones is not None:
+        try:
+            state["milestones"] = sorted(int(m) for m in milestones.elements())  # a Counter in torch
+        except AttributeError:
+            state["milestones"] = sorted(int(m) for m in milestones)
+    try:
+        state["base_lrs"] = [float(lr) for lr in part.base_lrs]
+    except Exception:
+        state["base_lrs"] = []
+    return state
+
+
 def scheduler_facts(ns, name):
-    """The scheduler's type and, for a chain, the types of its parts.
+    """The scheduler's settings (each part of a chain) and which Trainer stepped it.
 
     Returns:
-        ``{"defined", "type", "is_chain", "parts": [type names], "has_warmup", "has_multistep"}``.
+        ``{"defined", "type", "repr", "is_scheduler", "is_chain", "parts": [settings],
+        "trainers": [{name, steps, steps_per_epoch, epochs, history}]}`` (the trainers whose
+        ``scheduler`` is this object).
     """
     from torch.optim import lr_scheduler
 
@@ -175,40 +355,47 @@ def scheduler_facts(ns, name):
     chains = tuple(
         getattr(lr_scheduler, kind) for kind in ("ChainedScheduler", "SequentialLR") if hasattr(lr_scheduler, kind)
     )
-    parts = list(getattr(scheduler, "_schedulers", []) or []) if isinstance(scheduler, chains) else [scheduler]
-    try:
-        from src.optim import WarmupScheduler
-    except Exception:
-        WarmupScheduler = None
+    is_chain = isinstance(scheduler, chains)
+    parts = list(getattr(scheduler, "_schedulers", []) or []) if is_chain else [scheduler]
+    users = []
+    for trainer_name, trainer in _trainers(ns):
+        if getattr(trainer, "scheduler", None) is scheduler:
+            try:
+                steps_per_epoch = len(trainer.train_loader)
+            except Exception:
+                steps_per_epoch = None
+            users.append(
+                {
+                    "name": trainer_name,
+                    "steps": _as_int(getattr(trainer, "step", None)),
+                    "epochs": _as_int(getattr(trainer, "epoch", None)),
+                    "steps_per_epoch": steps_per_epoch,
+                    "history": _history(trainer),
+                }
+            )
+    sequential = getattr(scheduler, "_milestones", None)
     return {
         "defined": True,
         "type": _type_name(scheduler),
         "repr": repr(scheduler)[:80],
+        "sequential_milestones": [int(m) for m in sequential] if isinstance(sequential, (list, tuple)) else [],
         "is_scheduler": isinstance(scheduler, (lr_scheduler.LRScheduler, *chains)),
-        "is_chain": isinstance(scheduler, chains),
-        "parts": [_type_name(part) for part in parts],
-        "has_warmup": WarmupScheduler is not None and any(isinstance(p, WarmupScheduler) for p in parts),
-        "has_multistep": any(isinstance(p, lr_scheduler.MultiStepLR) for p in parts),
+        "is_chain": is_chain,
+        "parts": [_scheduler_part(part) for part in parts],
+        "trainers": users,
     }
 
 
 def transform_facts(ns, names):
-    """Apply the notebook's transform to a grey image and report the output's shape.
-
-    Looks at ``names`` in order, then at any ``src.data.ImageNetInput`` in the namespace.
+    """Apply the notebook's transform to a grey image and report the output's shape (a hint for
+    messages; the grade looks at the saved model's own preprocessing).
 
     Returns:
         ``{"name": str | None, "type": str, "shape": [ints] | None, "error": str}``.
     """
     import torch
 
-    try:
-        from src.data import ImageNetInput
-    except Exception:
-        ImageNetInput = None
     candidates = [n for n in names if n in ns and callable(ns[n])]
-    if ImageNetInput is not None:
-        candidates += [n for n, v in ns.items() if isinstance(v, ImageNetInput) and not n.startswith("_")]
     if not candidates:
         return {"name": None, "type": "", "shape": None, "error": ""}
     name = candidates[0]
@@ -227,7 +414,7 @@ def transform_facts(ns, names):
                 return {"name": name, "type": _type_name(transform), "shape": list(output.shape), "error": ""}
             error = f"returned a {_type_name(output)}"
         except Exception as failure:
-            error = _describe_error(failure)
+            error = f"{type(failure).__name__}: {str(failure).strip()[:200]}"
     return {"name": name, "type": _type_name(transform), "shape": None, "error": error}
 
 
@@ -258,3 +445,9 @@ def weights_facts(ns, name):
         "official": bool(getattr(info, "official", False)),
         "source": str(getattr(info, "source", ""))[:200],
     }
+
+
+PROBES = {
+    f.__name__: f
+    for f in (model_facts, head_facts, training_facts, scheduler_facts, transform_facts, metrics_facts, weights_facts)
+}

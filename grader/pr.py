@@ -8,9 +8,11 @@ pull request's head, so a pull request cannot change how it is graded. Here:
 1. The files the pull request changes (``git diff BASE...HEAD``, from where it branched) must all
    be under ``assignments/``. Otherwise nothing is graded: the message lists the other files and
    how to take them out of the pull request (exit 1).
-2. The notebooks it changes in ``assignments/`` are taken from the head commit (``git archive``,
-   so the checkout's state does not matter) and graded like ``python -m grader grade``: reports,
-   executed notebooks, the JUnit file.
+2. All three assignment notebooks are taken from the head commit (``git archive``, so the
+   checkout's state does not matter) and graded like ``python -m grader grade``: reports,
+   executed notebooks, the JUnit file. The points are always out of the whole assignment (34),
+   so a pull request that fills in one notebook is not reported as complete; the report says
+   which notebooks this pull request changed.
 3. For GitHub: the Markdown report is appended to ``$GITHUB_STEP_SUMMARY``; ``result`` in
    ``$GITHUB_OUTPUT`` holds the points in the form GitHub Classroom's grading reporter reads
    (base64 JSON, one test per check); the log ends with ``Points X/Y``.
@@ -152,15 +154,13 @@ def grade_pull_request(
         base: the base branch's commit.
         head: the pull request's commit.
         out: the report folder.
-        options: `grader.grade.GradeOptions` (``only`` is set here).
+        options: `grader.grade.GradeOptions`.
         log: progress lines for people, or None.
 
     Returns:
         ``(exit code, result or None, the Markdown summary)``: 1 when the pull request is refused,
         0 when it was graded (whatever the points) or has no notebook to grade.
     """
-    from dataclasses import replace
-
     from grader.grade import grade_submission
 
     pull = inspect(repo, base, head)
@@ -177,12 +177,17 @@ def grade_pull_request(
         )
         _publish(summary, classroom_result(None, status="pass", message="no notebook changed"))
         return 0, None, summary
-    names = tuple(Path(path).name for path in pull.notebooks)
     with tempfile.TemporaryDirectory(prefix="grade-pr-") as scratch:
         folder = _export(repo, head, Path(scratch))
-        result = grade_submission(folder, options=replace(options, only=names), out_dir=out, log=log)
+        result = grade_submission(folder, options=options, out_dir=out, log=log)
     result.name = f"pull request {head[:12]}"
     write_reports(result, out, gradebook=False)
-    summary = to_markdown(result) + (f"\n## Other notebooks\n{others}\n" if others else "")
+    changed = "".join(f"\n- `{path}`" for path in pull.notebooks)
+    summary = (
+        to_markdown(result)
+        + f"\n## This pull request\n\nIt changes:{changed}\n\nThe points above are for all three notebooks "
+        "as they are in this pull request's head commit.\n"
+        + (f"\n## Other notebooks\n{others}\n" if others else "")
+    )
     _publish(summary, classroom_result(result))
     return 0, result, summary

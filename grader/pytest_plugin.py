@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grader.grade import GradeOptions, find_notebooks, grade_submission
-from grader.kernel import Limits
+from grader.limits import Limits
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,11 +49,12 @@ def graded(pytestconfig: pytest.Config):
     """The submission, graded once for all the tests."""
     from grader.convolution import resolve_hidden_seed
 
-    hidden = (
-        None
-        if pytestconfig.getoption("visible_only")
-        else resolve_hidden_seed(pytestconfig.getoption("hidden_seed"))[0]
-    )
+    hidden = None
+    if not pytestconfig.getoption("visible_only"):
+        import secrets
+
+        hidden = resolve_hidden_seed(pytestconfig.getoption("hidden_seed"))[0]
+        hidden = secrets.randbelow(2**62) if hidden is None else hidden
     limits = Limits(
         cell_timeout=pytestconfig.getoption("cell_timeout"),
         timeout=pytestconfig.getoption("notebook_timeout"),

@@ -48,7 +48,8 @@ def to_json(result: SubmissionResult, *, extra: dict[str, Any] | None = None) ->
 
 def _sandbox_line(result: SubmissionResult) -> str:
     infos = {n.execution.sandbox.describe() for n in result.notebooks if n.execution and n.execution.sandbox}
-    return "; ".join(sorted(infos)) or "no notebook ran"
+    limits = {n.execution.limits for n in result.notebooks if n.execution and n.execution.limits}
+    return "; ".join(sorted(infos) + sorted(limits)) or "no notebook ran"
 
 
 def _weights_line(result: SubmissionResult) -> str | None:
@@ -98,11 +99,11 @@ def to_markdown(result: SubmissionResult) -> str:
     weights = _weights_line(result)
     if weights:
         lines.append(f"- {weights}")
-    lines.append(
-        "- Convolution cases: visible and hidden"
-        if result.hidden_cases
-        else "- Convolution cases: visible only (self-check; grading adds hidden cases)"
-    )
+    if result.hidden_cases:
+        source = f" (hidden seed from {result.hidden_seed_source})" if result.hidden_seed_source else ""
+        lines.append(f"- Convolution cases: visible and hidden{source}")
+    else:
+        lines.append("- Convolution cases: visible only (self-check; grading adds hidden cases)")
     if result.grader_error:
         lines.append(f"- **The grader itself failed ({result.grader_error}); these points are incomplete.**")
     lines.append("")

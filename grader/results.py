@@ -105,6 +105,7 @@ class ExecutionResult:
         elapsed: wall time of the run, kernel start included.
         cells_elapsed: time spent inside cells (the notebook's own work).
         sandbox: how the kernel was confined.
+        limits: which mechanism enforced the resource limits (`grader.limits.Enforcement`).
         peak_memory: largest resident size of the kernel's process tree seen, in bytes.
         rerun_cells: when the kernel died or hung in cell k, how many cells before k were run
             again in a fresh kernel so that what they defined could still be graded (None: no
@@ -119,6 +120,7 @@ class ExecutionResult:
     elapsed: float = 0.0
     cells_elapsed: float = 0.0
     sandbox: SandboxInfo | None = None
+    limits: str = ""
     peak_memory: int = 0
     rerun_cells: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -167,6 +169,7 @@ class SubmissionResult:
         weights: which ResNet-18 weights the grading machine has (official or stand-in, sha256).
         hidden_cases: True when the hidden convolution cases were used (``grade``), False for
             the public ones (``check``).
+        hidden_seed_source: where the hidden seed came from (``$GRADER_HIDDEN_SEED``, ...).
         elapsed: wall time for the whole submission.
         grader_error: set only when the grader itself failed; the points are then unreliable.
     """
@@ -176,6 +179,7 @@ class SubmissionResult:
     notebooks: list[NotebookResult] = field(default_factory=list)
     weights: dict[str, Any] | None = None
     hidden_cases: bool = True
+    hidden_seed_source: str = ""
     elapsed: float = 0.0
     grader_error: str | None = None
 

@@ -1,15 +1,26 @@
-"""Confine a notebook's kernel with bubblewrap: no network, writes only inside the scratch folder.
+"""Confine a process with bubblewrap: a filesystem built from an allow-list, no network.
 
-The kernel sees the machine read-only (so Python, torch, ``src`` and the dataset are all there),
-a private ``/tmp`` and ``/dev/shm`` (tmpfs, capped), its own process namespace (it cannot see
-or signal the grader) and no network interface but its own loopback. The only writable real
-folder is the submission's scratch copy, bound at the same path, which also holds the kernel's
-connection sockets: with ``--unshare-net`` the kernel cannot reach the grader over TCP, so the
-grader talks to it over ZeroMQ's IPC transport (Unix sockets in that folder).
+The confined process (a notebook's kernel, a verification worker) sees only:
 
-bubblewrap is Linux-only and needs unprivileged user namespaces. Where it is missing or does not
-work (some containers), `probe_bwrap` says why and the grader runs the kernel unconfined and says
-so in every report.
+* the system's runtime, read-only: ``/usr``, ``/bin``, ``/sbin``, ``/lib*`` and a few files of
+  ``/etc`` (the dynamic linker's cache, fonts, certificates, time zone); ``/etc/passwd`` and
+  ``/etc/group`` are made up, naming only the sandbox's user;
+* the Python environment, read-only: the interpreter's prefixes (a pyenv or a virtualenv under
+  ``$HOME`` included) and the folders on ``sys.path``; where the kit itself is installed there
+  (``pip install .``), its ``grader`` package is hidden under an empty folder;
+* the kit's ``src/`` and nothing else of the kit, read-only, at its own path;
+* the files the grader names (`Mounts.readonly`): Fashion-MNIST, the ResNet-18 weights;
+* its writable folders (`Mounts.writable`): the scratch copy, its private runtime folder;
+* a private ``/tmp`` (also its ``$HOME``) and ``/dev/shm``, size-capped;
+* its own PID, IPC, UTS and network namespaces (only its own loopback), a new session (no
+  terminal to inject keys into), and it dies with the grader.
+
+No other submission, no output folder, no ``solutions/``, no ``grader/`` (nor the hidden seed), no
+``$HOME`` of the grading account, no host socket under ``/run``.
+
+bubblewrap is Linux-only and needs unprivileged user namespaces (or root). Where it is missing
+or does not work, `probe_bwrap` says why; grading then stops unless the instructor turns
+confinement off (see `grader.cli`).
 """
 
 from __future__ import annotations
@@ -18,38 +29,66 @@ import functools
 import glob
 import os
 import shutil
+import site
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.paths import GRADER_DIR, KIT_ROOT, SRC_DIR
 from grader.results import SandboxInfo
 
-__all__ = ["bwrap_argv", "probe_bwrap", "sandbox_info"]
+__all__ = ["SANDBOX_FIX", "Mounts", "bwrap_argv", "probe_bwrap", "python_paths", "sandbox_info"]
 
+SANDBOX_USER = "student"
+SANDBOX_HOME = "/tmp/home"
+
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone", "fonts",
+    "ssl", "ca-certificates", "mime.types", "nsswitch.conf", "matplotlibrc", "os-release",
+)
 # Device nodes a GPU kernel needs; bound only where they exist.
 _GPU_DEVICES = ("/dev/nvidia*", "/dev/dri", "/dev/kfd")
 
-# Environment variables naming files the notebooks read (weights, data, caches). The kernel's
-# /tmp is private, so a path under /tmp would vanish inside the sandbox: such paths are bound
-# read-only into it.
-KIT_ROOT = Path(__file__).resolve().parents[1]  # holds src/, grader/ and data/
+SANDBOX_FIX = (
+    "Install bubblewrap (Debian/Ubuntu: sudo apt-get install bubblewrap); on Ubuntu 24.04 also allow "
+    "its user namespaces: sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0. To grade "
+    "without confinement anyway (student code then runs with your rights), pass --no-sandbox: every "
+    "report and the gradebook say so."
+)
 
-READ_ENV = ("KIT_RESNET18_WEIGHTS", "KIT_DATA_DIR", "TORCH_HOME", "XDG_CACHE_HOME", "HF_HOME")
+
+@dataclass
+class Mounts:
+    """What a confined process sees besides the system and the Python environment.
+
+    Attributes:
+        readonly: host files or folders, bound read-only at the same path.
+        writable: host folders bound read-write at the same path.
+        files: text files made up for the sandbox: ``{path inside: content}``, written into
+            ``scratch`` first.
+    """
+
+    readonly: list[Path] = field(default_factory=list)
+    writable: list[Path] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @functools.cache
 def probe_bwrap() -> str | None:
-    """Run ``bwrap ... true`` once with the options the grader uses.
+    """Run a trivial command confined the way the grader confines, once per process.
 
     Returns:
         None when bubblewrap works here, else the reason it cannot be used.
     """
     exe = shutil.which("bwrap")
     if exe is None:
-        return "bubblewrap (bwrap) is not installed; on Debian/Ubuntu: apt-get install bubblewrap"
-    argv = [exe, *_common_args(), "--", "true"]
+        return "bubblewrap (bwrap) is not installed"
+    argv = [exe, *_namespaces(), *_system_binds(), "--tmpfs", "/tmp", "--", sys.executable, "-c", "pass"]
+    argv[1:1] = [arg for path in python_paths() for arg in ("--ro-bind", str(path), str(path))]
     try:
-        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=20)
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"bwrap could not be started: {error}"
     if done.returncode != 0:
@@ -59,92 +98,140 @@ def probe_bwrap() -> str | None:
 
 
 def sandbox_info(requested: bool | None) -> SandboxInfo:
-    """Decide whether to sandbox.
+    """Decide whether to confine.
 
     Args:
-        requested: True (must sandbox; the caller reports an error if it cannot), False (do not),
-            None (sandbox when bubblewrap works).
+        requested: True (confine; the caller reports an error if it cannot), False (do not: the
+            instructor said ``--no-sandbox``), None (confine when bubblewrap works).
 
     Returns:
         `SandboxInfo` with ``enabled`` and a one-line explanation for the report.
     """
     if requested is False:
-        return SandboxInfo(enabled=False, detail="sandbox turned off (--no-sandbox)")
+        return SandboxInfo(enabled=False, detail="confinement turned off (--no-sandbox)")
     problem = probe_bwrap()
     if problem is None:
-        return SandboxInfo(enabled=True, detail="bubblewrap: no network, writes only in the scratch copy")
+        return SandboxInfo(
+            enabled=True,
+            detail="bubblewrap: no network; sees only Python, src/, the data and its scratch folder",
+        )
     return SandboxInfo(enabled=False, detail=problem)
 
 
-def _common_args(*, tmp_bytes: int = 256 * 2**20) -> list[str]:
-    args = [
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--size",
-        str(tmp_bytes),
-        "--tmpfs",
-        "/tmp",
-        "--size",
-        str(tmp_bytes),
-        "--tmpfs",
-        "/dev/shm",
-        "--unshare-net",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--die-with-parent",
+@functools.cache
+def python_paths() -> tuple[Path, ...]:
+    """Folders the Python environment needs, outside the system's: prefixes and ``sys.path``.
+
+    The kit's own folder is never one of them (``src/`` is bound on its own), nor anything that
+    holds it.
+    """
+    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    candidates.append(str(Path(os.path.realpath(sys.executable)).parents[1]))
+    candidates += [entry for entry in sys.path if entry]
+    if site.ENABLE_USER_SITE:
+        candidates.append(site.getusersitepackages())
+    kit = Path(os.path.realpath(KIT_ROOT))
+    found: list[Path] = []
+    for candidate in candidates:
+        path = Path(os.path.realpath(candidate))
+        if not path.is_dir() or path == Path("/") or path == kit or kit in path.parents or path in kit.parents:
+            continue
+        if any(str(path).startswith(system + "/") or str(path) == system for system in _SYSTEM_DIRS):
+            continue  # bound with the system
+        found.append(path)
+    # Keep only the outermost folders: a bind of a parent covers its children.
+    outermost = [p for p in found if not any(q != p and q in p.parents for q in found)]
+    return tuple(dict.fromkeys(outermost))
+
+
+def _hidden_kit_folders() -> list[Path]:
+    """The kit's ``grader`` package where a bound Python folder holds it (``pip install .``)."""
+    hidden = []
+    for entry in [*sys.path, site.getusersitepackages() if site.ENABLE_USER_SITE else ""]:
+        candidate = Path(os.path.realpath(entry or ".")) / GRADER_DIR.name
+        if entry and (candidate / "sandbox.py").is_file() and candidate != Path(os.path.realpath(GRADER_DIR)):
+            hidden.append(candidate)  # ours by content: the installed package carries this very file
+    return list(dict.fromkeys(hidden))
+
+
+def _namespaces() -> list[str]:
+    return [
+        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--hostname", "sandbox", "--new-session", "--die-with-parent", "--dev", "/dev", "--proc", "/proc",
     ]
-    for pattern in _GPU_DEVICES:
-        for device in sorted(glob.glob(pattern)):
-            args += ["--dev-bind", device, device]
+
+
+def _system_binds() -> list[str]:
+    args: list[str] = []
+    for folder in _SYSTEM_DIRS:
+        if os.path.islink(folder):
+            args += ["--symlink", os.readlink(folder), folder]
+        elif os.path.isdir(folder):
+            args += ["--ro-bind", folder, folder]
+    for name in _ETC:
+        path = f"/etc/{name}"
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
     return args
 
 
-def bwrap_argv(command: list[str], *, writable: Path, cwd: Path, tmp_bytes: int = 2**30) -> list[str]:
+def _gpu_binds() -> list[str]:
+    devices = [device for pattern in _GPU_DEVICES for device in sorted(glob.glob(pattern))]
+    if not devices:
+        return []
+    args = ["--ro-bind", "/sys", "/sys"]  # CUDA reads the PCI topology
+    for device in devices:
+        args += ["--dev-bind", device, device]
+    return args
+
+
+def bwrap_argv(
+    command: list[str],
+    *,
+    mounts: Mounts,
+    cwd: Path,
+    scratch: Path,
+    tmp_bytes: int = 2**30,
+) -> list[str]:
     """Wrap ``command`` so that it runs confined.
 
     Args:
-        command: the kernel's command line.
-        writable: the one real folder the command may write to (the scratch folder).
-        cwd: where the command starts (inside ``writable``).
-        tmp_bytes: size cap of the private ``/tmp`` and ``/dev/shm``. They are memory the
-            memory watchdog does not see, so keep this well below the memory limit.
+        command: what to run inside.
+        mounts: the process's own files and folders besides the system and Python.
+        cwd: where the command starts (inside one of ``mounts.writable``).
+        scratch: a grader-owned folder for the made-up files (``/etc/passwd``), not bound.
+        tmp_bytes: size cap of the private ``/tmp`` and ``/dev/shm``.
 
     Returns:
         The full ``bwrap`` command line.
     """
-    writable = Path(os.path.realpath(writable))
-    # The kit's own code and the Python environment may live under /tmp too (a CI clone, a
-    # virtualenv), which the private /tmp would hide: bind them back, read-only.
-    folders = [KIT_ROOT, Path(sys.prefix), Path(sys.base_prefix)]
-    for name in READ_ENV:
-        value = os.environ.get(name)
-        if value:
-            path = Path(os.path.realpath(value))
-            folders.append(path if path.is_dir() else path.parent)  # a weights file has a sidecar
-    readable = []
-    for folder in dict.fromkeys(Path(os.path.realpath(f)) for f in folders):
-        if folder.is_dir() and folder != Path("/"):
-            readable += ["--ro-bind", str(folder), str(folder)]
-    return [
-        shutil.which("bwrap") or "bwrap",
-        *_common_args(tmp_bytes=tmp_bytes),
-        *readable,
-        "--bind",
-        str(writable),
-        str(writable),
-        "--chdir",
-        os.path.realpath(cwd),
-        # In its own PID namespace the kernel's parent is bwrap's init (pid 1); ipykernel would
-        # take that for "my parent died" and exit. --die-with-parent does that job instead.
-        "--setenv",
-        "JPY_PARENT_PID",
-        "1",
-        "--",
-        *command,
-    ]
+    uid, gid = os.getuid(), os.getgid()
+    made = {
+        "/etc/passwd": f"{SANDBOX_USER}:x:{uid}:{gid}::{SANDBOX_HOME}:/bin/sh\n",
+        "/etc/group": f"{SANDBOX_USER}:x:{gid}:\n",
+        **mounts.files,
+    }
+    args = [shutil.which("bwrap") or "bwrap", *_namespaces(), *_system_binds(), *_gpu_binds()]
+    if not _gpu_binds() and os.path.isdir("/sys/devices/system/cpu"):
+        args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]  # torch's CPU probe
+    # The private /tmp first: the binds below may lie under /tmp (a clone, a virtualenv, the scratch).
+    args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp", "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
+    args += ["--dir", SANDBOX_HOME]
+    for index, (inside, content) in enumerate(made.items()):
+        host = scratch / f"etc-{index}"
+        host.write_text(content)
+        args += ["--ro-bind", str(host), inside]
+    for path in python_paths():
+        args += ["--ro-bind", str(path), str(path)]
+    for folder in _hidden_kit_folders():
+        args += ["--tmpfs", str(folder), "--remount-ro", str(folder)]
+    args += ["--ro-bind", os.path.realpath(SRC_DIR), os.path.realpath(SRC_DIR)]
+    for path in mounts.readonly:
+        args += ["--ro-bind", os.path.realpath(path), str(Path(path).absolute())]
+    for path in mounts.writable:
+        real = os.path.realpath(path)
+        args += ["--bind", real, real]
+    # In its own PID namespace the kernel's parent is bwrap's init (pid 1); ipykernel would take
+    # that for "my parent died" and exit. --die-with-parent does that job instead.
+    args += ["--chdir", os.path.realpath(cwd), "--setenv", "JPY_PARENT_PID", "1", "--", *command]
+    return args

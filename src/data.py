@@ -49,6 +49,17 @@ RAW_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 
+# sha256 of the four decompressed files. The published checksums are the md5s of the .gz archives
+# (torchvision's `FashionMNIST.resources`); Debian's package recompresses them (other md5s, the
+# same content), so the kit checks the decompressed bytes. Computed from dataset-fashion-mnist
+# 0.0~git20200523.55506a9-1.
+RAW_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -154,6 +165,40 @@ def ensure_fashion_mnist(
         "  2. on Debian/Ubuntu: apt-get install dataset-fashion-mnist\n"
         "  3. allow torchvision to download it from the internet (needs network access)"
     ) from download_error
+
+
+def verify_fashion_mnist(root: str | os.PathLike[str] | None = None, *, split: Split | None = None) -> Path:
+    """Check the decompressed files against `RAW_SHA256`: the grader evaluates only on the real data.
+
+    Args:
+        root: data folder, see :func:`ensure_fashion_mnist` (which is called first).
+        split: ``"train"`` or ``"test"`` to check only that split's two files; None checks all four.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ValueError: a file differs from Fashion-MNIST's; the message names it and the fix.
+    """
+    import hashlib
+
+    root = ensure_fashion_mnist(root)
+    raw = root / "FashionMNIST" / "raw"
+    prefix = {"train": "train-", "test": "t10k-", None: ""}[split]
+    for name, expected in RAW_SHA256.items():
+        if not name.startswith(prefix):
+            continue
+        digest = hashlib.sha256()
+        with open(raw / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != expected:
+            raise ValueError(
+                f"{raw / name} is not Fashion-MNIST's (sha256 {digest.hexdigest()[:16]}..., expected "
+                f"{expected[:16]}...): delete it and let the kit unpack it again (apt-get install "
+                "dataset-fashion-mnist, or torchvision's download)"
+            )
+    return root
 
 
 def _check_split(split: str) -> bool:

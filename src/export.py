@@ -15,6 +15,12 @@ tensor subclasses, script or opaque objects, legacy-format archives, and the sav
 inputs when ``weights_only=True`` fails on them (it then retries with ``weights_only=False``).
 So :func:`load_model` first checks the archive's file list and JSON configs and refuses any
 archive that would reach one of those paths; an archive written by :func:`save_model` never does.
+
+Running the graph must not reach past tensors either: an ATen operator such as
+``aten::from_file`` creates files, and a graph is only JSON that anyone can edit. So
+:func:`load_model` also refuses, before anything runs, a graph with any operation outside
+:data:`ALLOWED_OPS`, a list of pure tensor operations (arithmetic, shapes, convolutions, norms,
+pooling, activations), naming the operation.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from __future__ import annotations
 import copy
 import io
 import json
+import operator
 import os
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -59,6 +66,81 @@ class PreprocessedModel(nn.Module):
         return self.model(self.preprocess(x))  # (N, 1, H, W) -> (N, num_classes)
 
 
+# Pure tensor operations a saved image classifier may use (``namespace::name``, any overload but
+# ``out``): nothing that reads or writes files, shares storage, views raw memory or runs code.
+ALLOWED_OPS: frozenset[str] = frozenset(
+    f"aten::{name}"
+    for name in """
+    conv1d conv2d conv3d convolution _convolution conv_transpose1d conv_transpose2d conv_transpose3d
+    linear matmul mm bmm addmm baddbmm addmv mv einsum dot t
+    batch_norm _native_batch_norm_legit_no_training _native_batch_norm_legit native_batch_norm
+    layer_norm native_layer_norm group_norm native_group_norm instance_norm
+    relu relu_ relu6 hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu celu gelu silu silu_ mish
+    sigmoid sigmoid_ tanh tanh_ hardswish hardswish_ hardsigmoid hardsigmoid_ softplus prelu threshold
+    softmax _softmax log_softmax _log_softmax
+    max_pool1d max_pool2d max_pool3d max_pool2d_with_indices max_pool3d_with_indices avg_pool1d avg_pool2d
+    avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d _adaptive_avg_pool2d
+    adaptive_max_pool1d adaptive_max_pool2d
+    dropout dropout_ feature_dropout alpha_dropout native_dropout
+    add add_ sub sub_ rsub mul mul_ div div_ neg abs exp log log1p sqrt rsqrt pow square reciprocal
+    clamp clamp_ clamp_min clamp_max clip maximum minimum where lerp sign floor ceil round trunc erf
+    eq ne lt le gt ge logical_not logical_and logical_or
+    mean sum amax amin max min var std var_mean argmax argmin norm linalg_vector_norm logsumexp prod
+    view _unsafe_view reshape flatten unflatten permute transpose t squeeze unsqueeze expand expand_as
+    repeat cat concat stack split split_with_sizes chunk slice select narrow contiguous clone alias
+    detach unbind flip index_select gather index pad constant_pad_nd reflection_pad2d replication_pad2d
+    upsample_nearest2d upsample_bilinear2d _upsample_bilinear2d_aa upsample_bicubic2d _upsample_bicubic2d_aa
+    pixel_shuffle movedim view_as type_as to _to_copy
+    zeros zeros_like ones ones_like full full_like empty empty_like arange scalar_tensor lift_fresh_copy
+    new_zeros new_ones new_full new_empty
+    sym_size sym_numel sym_stride _assert_scalar _assert_tensor_metadata sym_constrain_range
+    sym_constrain_range_for_size
+    """.split()
+)
+# Python functions torch.export puts in graphs: picking outputs, arithmetic on symbolic sizes.
+_ALLOWED_FUNCTIONS = (
+    operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+    operator.mod, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+)
+
+
+class UnsafeGraphError(InvalidSavedModelError):
+    """The saved graph uses an operation outside :data:`ALLOWED_OPS`; the message names it."""
+
+
+def operation_name(target: Any) -> str:
+    """``aten::conv2d`` for an ATen operator overload, else the target's dotted name."""
+    if isinstance(target, torch._ops.OpOverload):
+        return target.name()
+    module = getattr(target, "__module__", None) or type(target).__module__
+    return f"{module}.{getattr(target, '__qualname__', getattr(target, '__name__', type(target).__name__))}"
+
+
+def check_graph(program: torch.export.ExportedProgram) -> None:
+    """Refuse a graph that could do anything but compute on tensors.
+
+    Raises:
+        UnsafeGraphError: a node calls an operation outside :data:`ALLOWED_OPS`, an ``out=``
+            variant, a higher-order operator or a submodule; the message names the first one.
+    """
+    for node in program.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op != "call_function":
+            raise UnsafeGraphError(f"the graph has a {node.op} node ({node.target}); saved models may only call operations")
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload):
+            overload = target._overloadname
+            if target._schema.name in ALLOWED_OPS and overload != "out" and not overload.endswith("_out"):
+                continue
+        elif any(target is allowed for allowed in _ALLOWED_FUNCTIONS):
+            continue
+        raise UnsafeGraphError(
+            f"the graph calls {operation_name(target)}, which is not a pure tensor operation the grader "
+            "runs (only arithmetic, shapes, convolutions, norms, pooling and activations are)"
+        )
+
+
 def _kit_version() -> str:
     try:
         return importlib_metadata.version("cnn-course-kit")
@@ -66,11 +148,92 @@ def _kit_version() -> str:
         return "unknown"
 
 
+class _Channels(nn.Module):
+    """``transforms.Grayscale(n)`` for a batch ``(N, C, H, W)``: grey, then copied to ``n`` channels
+    (torchvision's tensor version keeps one channel for a one-channel input; its PIL version,
+    which the dataset used, gives ``n``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = int(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-3] == 3:  # ITU-R 601-2 luma, as PIL and torchvision compute it
+            x = 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        return x.expand(-1, self.channels, -1, -1)  # (N, channels, H, W)
+
+
+class _Normalize(nn.Module):
+    """``transforms.Normalize`` without its data-dependent check (which ``torch.export`` refuses)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class _Call(nn.Module):
+    """A plain callable (``transforms.Lambda``, a function) as a module."""
+
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+
+# Steps that turn a PIL image into a [0, 1] float tensor: the saved model's input already is one.
+_TO_TENSOR = {"ToTensor", "PILToTensor", "ToImage", "ToImageTensor", "ToDtype", "ConvertImageDtype", "ToPureTensor"}
+
+
+def batch_preprocess(transform: Any) -> nn.Module | None:
+    """The dataset transform you trained with, as a module for batches ``(N, 1, 28, 28)`` in ``[0, 1]``.
+
+    ``Compose`` steps are taken in order: ``ToTensor``-like steps are dropped (the input is a
+    tensor in ``[0, 1]`` already), ``Random*`` augmentations are dropped (they apply in training),
+    ``Grayscale(n)`` copies the grey channel ``n`` times, ``Normalize`` subtracts and divides,
+    other modules (``Resize``) are kept, and plain callables are wrapped.
+
+    Args:
+        transform: None, an ``nn.Module`` (kept as it is), a torchvision ``Compose`` or a callable.
+
+    Returns:
+        The module, or None for None.
+    """
+    if transform is None or (isinstance(transform, nn.Module) and type(transform).__name__ not in ("Grayscale", "Normalize")):
+        return transform
+    steps = getattr(transform, "transforms", None)
+    if not isinstance(steps, (list, tuple)):
+        steps = [transform]
+    modules: list[nn.Module] = []
+    for step in steps:
+        name = type(step).__name__
+        if name in _TO_TENSOR or name.startswith("Random"):
+            continue
+        if name == "Grayscale":
+            modules.append(_Channels(step.num_output_channels))
+        elif name == "Normalize":
+            modules.append(_Normalize(step.mean, step.std))
+        elif isinstance(step, nn.Module):
+            modules.append(step)
+        elif callable(getattr(step, "lambd", None)):
+            modules.append(_Call(step.lambd))
+        elif callable(step):
+            modules.append(_Call(step))
+        else:
+            raise TypeError(f"preprocess: cannot apply a {name} to a batch of images; pass an nn.Module or a Compose")
+    return nn.Sequential(*modules)
+
+
 def save_model(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
-    preprocess: nn.Module | None = None,
+    preprocess: nn.Module | Callable[[torch.Tensor], torch.Tensor] | None = None,
     class_names: Sequence[str] = FASHION_MNIST_CLASSES,
     metadata: Mapping[str, Any] | None = None,
     input_shape: tuple[int, int, int] = (1, 28, 28),
@@ -83,8 +246,10 @@ def save_model(
     Args:
         model: the classifier; must return logits ``(N, len(class_names))``.
         path: where to write; must end with ``.pt2``. Parent folders are created.
-        preprocess: a module applied first, e.g. ``src.data.ImageNetInput(resize=...)`` for
-            ResNet-18. Must be an ``nn.Module`` (a torchvision ``Compose`` cannot be exported).
+        preprocess: applied first, e.g. ``src.data.ImageNetInput(resize=...)`` for ResNet-18, or
+            the torchvision transform you trained with (``transforms.Compose([Grayscale(3),
+            ToTensor(), Normalize(...)])``): it is turned into a module for batches of tensors
+            (see :func:`batch_preprocess`).
         class_names: the class names, index = class.
         metadata: your own JSON-serialisable values, stored under ``"user"``.
         input_shape: ``(C, H, W)`` of one input image, without the batch dimension.
@@ -99,11 +264,7 @@ def save_model(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if preprocess is not None and not isinstance(preprocess, nn.Module):
-        raise TypeError(
-            f"preprocess must be an nn.Module (e.g. src.data.ImageNetInput()) or None, got "
-            f"{type(preprocess).__name__}; torchvision transforms.Compose cannot be exported"
-        )
+    preprocess = batch_preprocess(preprocess)
     if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
         raise TypeError(f"class_names must be a sequence of str, got {class_names!r}")
     class_names = list(class_names)
@@ -294,6 +455,7 @@ def load_model(
             stacklevel=2,
         )
     program = torch.export.load(path)
+    check_graph(program)  # before anything of the graph runs
     if device.type != "cpu":
         program = move_to_device_pass(program, device)  # also rewrites devices baked into the graph
     module = program.module()

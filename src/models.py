@@ -201,22 +201,32 @@ def load_resnet18(
     return model, info
 
 
-def make_standin_weights(path: str | os.PathLike[str], *, seed: int = 0) -> WeightsInfo:
-    """Write a stand-in ResNet-18 checkpoint: a seeded random initialisation, NOT ImageNet weights.
+def make_standin_weights(path: str | os.PathLike[str], *, seed: int | None = None) -> WeightsInfo:
+    """Write a stand-in ResNet-18 checkpoint: a random initialisation, NOT ImageNet weights.
 
     The file is a plain state_dict (so every loader accepts it); ``<path>.json`` next to it
     records what it is, so :func:`describe_weights` can say so. For tests and offline demos,
     where the official weights cannot be downloaded.
 
+    By default the seed is drawn at random and not recorded: a notebook that builds
+    ``resnet18(weights=None)`` after some public seed must not be able to reproduce the stand-in
+    and pass for "started from the pretrained weights" without loading them.
+
     Args:
         path: where to write the checkpoint (parent folders are created).
-        seed: the ``torch.manual_seed`` used for the initialisation (the global RNG is restored).
+        seed: the ``torch.manual_seed`` used for the initialisation (the global RNG is restored);
+            None (the default) draws a secret one.
 
     Returns:
         The stand-in's :class:`WeightsInfo` (``official=False``).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    recorded = seed is not None
+    if seed is None:
+        import secrets
+
+        seed = secrets.randbits(63)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -226,8 +236,9 @@ def make_standin_weights(path: str | os.PathLike[str], *, seed: int = 0) -> Weig
     sidecar = {
         "kind": "stand-in",
         "how": (
-            f"torchvision resnet18(weights=None) initialised with torch.manual_seed({seed}), "
-            f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+            "torchvision resnet18(weights=None) initialised with "
+            + (f"torch.manual_seed({seed})" if recorded else "a random seed that was not recorded")
+            + f", torch {torch.__version__}, torchvision {torchvision.__version__}"
         ),
         "not": "ImageNet-pretrained",
         "sha256": _sha256(path),
@@ -317,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write a seeded random ResNet-18 checkpoint (NOT ImageNet weights) for tests and offline demos",
     )
     standin.add_argument("path", type=Path)
-    standin.add_argument("--seed", type=int, default=0)
+    standin.add_argument("--seed", type=int, default=None, help="default: a random seed, not recorded")
     args = parser.parse_args(argv)
 
     info = make_standin_weights(args.path, seed=args.seed)

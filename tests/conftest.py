@@ -1,14 +1,17 @@
 """Session-wide fixtures: each solution notebook is executed once per test session.
 
-A notebook runs with nbclient in a fresh kernel, in a temporary copy of ``solutions/`` (so the
-repository gets no ``runs/`` or ``.pt2`` files), and its kernel stays alive until the session
-ends: tests read the artifacts it wrote and ask the kernel for what only the kernel has
-(``run.ask(code)``), the way the grader probes a submission. ``02`` runs before ``03`` in the same
-folder, because ``03`` compares itself with the model that ``02`` saved.
+A notebook runs the way the grader runs it (`grader.execute.execute_notebook` in a
+`grader.kernel.KernelSession`: confined where bubblewrap works, seeded, figures described), in a
+temporary copy of ``solutions/`` (so the repository gets no ``runs/`` or ``.pt2`` files), and
+its kernel stays alive until the session ends: tests read the artifacts it wrote and ask the
+kernel for what only the kernel has (``run.ask(code)``), the way the grader probes a submission.
+``02`` runs before ``03`` in the same folder, because ``03`` compares itself with the model that
+``02`` saved.
 
 ResNet-18's ImageNet weights cannot be downloaded here, so the kernel of ``03`` gets
 ``KIT_RESNET18_WEIGHTS`` pointing at a stand-in checkpoint made by
-``src.models.make_standin_weights`` (a seeded random initialisation, labelled as such).
+``src.models.make_standin_weights`` (a random initialisation, labelled as such), bound into its
+sandbox with the checked Fashion-MNIST files.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
-from nbformat.v4 import new_code_cell
+
+from grader.execute import execute_notebook
+from grader.kernel import KernelSession
+from grader.limits import Limits
+from grader.sandbox import sandbox_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = REPO_ROOT / "solutions"
@@ -36,69 +41,88 @@ CELL_TIMEOUT_S = int(os.environ.get("KIT_TEST_CELL_TIMEOUT", "3600"))
 NOTEBOOK_TIMES: dict[str, float] = {}
 
 
+@dataclass
+class CellError:
+    """The first cell that failed: like nbclient's ``CellExecutionError``, as data."""
+
+    ename: str
+    evalue: str
+
+    def __str__(self) -> str:
+        return f"{self.ename}: {self.evalue}"
+
+
+class KernelError(RuntimeError):
+    """Code given to `NotebookRun.ask` raised in the kernel."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a notebook's kernel may read besides Python and src/: files and the variables naming them."""
+
+    readonly: tuple[Path, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
 class NotebookRun:
-    """A notebook executed top to bottom in a kernel that stays alive for questions.
+    """A notebook executed top to bottom by the grader's run stage, its kernel alive for questions.
 
     Attributes:
         name: the notebook's file name.
         workdir: the folder it ran in (its working directory; its files are written there).
         notebook: the executed notebook, with outputs (also written to ``<stem>.executed.ipynb``).
-        error: the ``CellExecutionError`` that stopped it, or None.
-        error_cell: index of the cell that failed, or None.
+        result: the grader's `ExecutionResult` of the run.
+        kernel: the live `KernelSession`.
+        error: the first cell's failure, or None.
+        error_cell: index of that cell, or None.
         wall_s: seconds from the first cell to the end of the last one executed.
     """
 
-    def __init__(self, source: Path, *, workdir: Path, env: dict[str, str] | None = None,
-                 timeout: int = CELL_TIMEOUT_S) -> None:
+    def __init__(self, source: Path, *, workdir: Path, prepared: Prepared = Prepared(), timeout: int = CELL_TIMEOUT_S) -> None:
         self.name = source.name
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, workdir / source.name)
-        self.notebook = nbformat.read(workdir / source.name, as_version=4)
-        self._client = NotebookClient(
-            self.notebook, timeout=timeout, kernel_name="python3",
-            resources={"metadata": {"path": str(workdir)}},
-        )
-        self._env = env
-        self._context = None
-        self.error: CellExecutionError | None = None
+        self.prepared = prepared
+        self.limits = Limits(cell_timeout=timeout, timeout=2 * timeout, memory_gib=6)
+        self.notebook = self.result = self.kernel = None
+        self.error: CellError | None = None
         self.error_cell: int | None = None
         self.wall_s = 0.0
 
     def start(self) -> NotebookRun:
-        """Start the kernel and execute every cell, stopping at the first error."""
-        self._context = self._client.setup_kernel(env={**os.environ, **(self._env or {})})
-        self._context.__enter__()
-        self._client.reset_execution_trackers()
+        """Start the kernel and execute every cell."""
+        kernel = KernelSession(
+            workdir=self.workdir, limits=self.limits, sandbox=sandbox_info(None),
+            readonly=self.prepared.readonly, env=dict(self.prepared.env),
+        )
+        kernel.start()
         start = time.perf_counter()
-        try:
-            for index, cell in enumerate(self.notebook.cells):
-                self.error_cell = index
-                self._client.execute_cell(cell, index)
-            self.error_cell = None
-        except CellExecutionError as error:
-            self.error = error
-        finally:
-            self.wall_s = time.perf_counter() - start
-            NOTEBOOK_TIMES[f"{self.workdir.name}/{self.name}"] = self.wall_s
-            nbformat.write(self.notebook, self.workdir / f"{Path(self.name).stem}.executed.ipynb")
+        run = execute_notebook(self.workdir / self.name, workdir=self.workdir, limits=self.limits, kernel=kernel)
+        self.wall_s = time.perf_counter() - start
+        NOTEBOOK_TIMES[f"{self.workdir.name}/{self.name}"] = self.wall_s
+        self.result, self.kernel, self.notebook = run.result, run.kernel, run.result.notebook
+        failed = [cell for cell in run.result.cells if cell.status not in ("ok", "not_run")]
+        if failed:
+            self.error = CellError(failed[0].error_name, failed[0].error_message)
+            self.error_cell = failed[0].index
+        import nbformat
+
+        nbformat.write(self.notebook, self.workdir / f"{Path(self.name).stem}.executed.ipynb")
         return self
 
     def ask(self, code: str) -> str:
         """Run ``code`` in the notebook's kernel and return what it printed to stdout."""
-        cell = new_code_cell(code)
-        self.notebook.cells.append(cell)  # nbclient stores the executed cell at its index
-        try:
-            self._client.execute_cell(cell, len(self.notebook.cells) - 1)
-        finally:
-            self.notebook.cells.pop()
-        return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+        outcome = self.kernel.run_code(code, timeout=600)
+        if outcome.status != "ok":
+            raise KernelError(f"{outcome.status}: {outcome.error_name}: {outcome.error_message}")
+        return outcome.stdout
 
     def ask_json(self, expression: str) -> object:
         """Evaluate ``expression`` in the kernel and return it through JSON."""
         return json.loads(self.ask(f"import json as _json\nprint(_json.dumps({expression}))"))
 
-    def outputs(self, mime: str) -> list[str]:
+    def outputs(self, mime: str) -> list:
         """Every ``mime`` output (e.g. ``"image/png"``, ``"text/markdown"``) of the executed cells."""
         return [
             output["data"][mime]
@@ -107,14 +131,14 @@ class NotebookRun:
         ]
 
     def close(self) -> None:
-        if self._context is not None:
-            self._context.__exit__(None, None, None)
-            self._context = None
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
 
 
-def run_notebook(source: Path, *, workdir: Path, env: dict[str, str] | None = None) -> NotebookRun:
+def run_notebook(source: Path, *, workdir: Path, prepared: Prepared = Prepared()) -> NotebookRun:
     """Execute ``source`` in ``workdir`` in a fresh kernel and shut the kernel down."""
-    run = NotebookRun(source, workdir=workdir, env=env)
+    run = NotebookRun(source, workdir=workdir, prepared=prepared)
     try:
         return run.start()
     finally:
@@ -130,23 +154,28 @@ def notebook_runner():
 @pytest.fixture(scope="session")
 def fashion_mnist_ready() -> Path:
     """Fashion-MNIST in place before any kernel starts (kernels must not race to unpack it)."""
-    from src.data import ensure_fashion_mnist
+    from src.data import verify_fashion_mnist
 
-    return ensure_fashion_mnist()
+    return verify_fashion_mnist()
 
 
 @pytest.fixture(scope="session")
 def standin_weights(tmp_path_factory) -> Path:
-    """A stand-in ResNet-18 checkpoint (seeded random init, NOT ImageNet) with its JSON sidecar."""
+    """A stand-in ResNet-18 checkpoint (random init, seed not recorded, NOT ImageNet) with its JSON sidecar."""
     from src.models import make_standin_weights
 
-    return make_standin_weights(tmp_path_factory.mktemp("weights") / "resnet18-standin.pth", seed=0).path
+    return make_standin_weights(tmp_path_factory.mktemp("weights") / "resnet18-standin.pth").path
 
 
 @pytest.fixture(scope="session")
-def kernel_env(standin_weights, fashion_mnist_ready) -> dict[str, str]:
-    """Environment additions for notebook kernels: the stand-in weights."""
-    return {"KIT_RESNET18_WEIGHTS": str(standin_weights)}
+def kernel_env(standin_weights, fashion_mnist_ready) -> Prepared:
+    """What the solutions' kernels may read: the checked Fashion-MNIST and the stand-in weights."""
+    raw = fashion_mnist_ready / "FashionMNIST" / "raw"
+    sidecar = standin_weights.with_name(standin_weights.name + ".json")
+    return Prepared(
+        readonly=(raw, standin_weights, sidecar),
+        env=(("KIT_DATA_DIR", str(fashion_mnist_ready)), ("KIT_RESNET18_WEIGHTS", str(standin_weights))),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -155,8 +184,8 @@ def solutions_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("solutions-run")
 
 
-def _live_run(name: str, workdir: Path, env: dict[str, str]) -> Iterator[NotebookRun]:
-    run = NotebookRun(SOLUTIONS / name, workdir=workdir, env=env)
+def _live_run(name: str, workdir: Path, prepared: Prepared) -> Iterator[NotebookRun]:
+    run = NotebookRun(SOLUTIONS / name, workdir=workdir, prepared=prepared)
     try:
         yield run.start()
     finally:

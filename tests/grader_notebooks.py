@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 
-from grader.kernel import Limits
+from grader.limits import Limits
 
 # Limits that keep a hanging test short; a kernel with torch needs a few seconds on a busy CPU.
 FAST = Limits(cell_timeout=20, timeout=60, memory_gib=4)
@@ -82,3 +82,39 @@ def custom_conv_2d_full(x, kernel, bias, stride=1, padding=0):
     out = kernel.reshape(c_out, -1) @ cols  # (N, C_out, L)
     return out.reshape(n, c_out, h_out, w_out) + bias[None, :, None, None]
 """
+
+
+def edit_saved_graph(path: str, nodes: str) -> str:
+    """Code that rewrites the saved model at ``path`` as an attacker would (its graph is JSON anyone
+    can edit): ``nodes`` runs with ``add(op, args, kwargs)``, which appends a call to the graph."""
+    return f"""
+import zipfile
+import torch
+from src.export import METADATA_FILE
+
+program = torch.export.load({path!r})
+graph = program.graph
+output = next(node for node in graph.nodes if node.op == "output")
+fake = next(node.meta["val"] for node in graph.nodes if isinstance(node.meta.get("val"), torch.Tensor))
+
+def add(op, args, kwargs=None):
+    with graph.inserting_before(output):
+        node = graph.call_function(op, args, kwargs or {{}})
+    with fake.fake_mode:
+        node.meta["val"] = torch.empty(1)
+    node.meta["nn_module_stack"] = {{}}
+    node.meta["stack_trace"] = ""
+    return node
+
+{nodes}
+program.graph_module.recompile()
+with zipfile.ZipFile({path!r}) as archive:
+    metadata = archive.read(next(n for n in archive.namelist() if n.endswith(METADATA_FILE))).decode()
+torch.export.save(program, {path!r}, extra_files={{METADATA_FILE: metadata}})
+"""
+
+
+def add_file_operator(path: str, marker: str) -> str:
+    """One more graph node, ``aten.from_file(marker, shared=True, size=16)``, which creates
+    ``marker`` when the graph runs."""
+    return edit_saved_graph(path, f"add(torch.ops.aten.from_file.default, ({marker!r}, True, 16), {{'dtype': torch.float32}})")

@@ -157,11 +157,29 @@ def test_device_argument_moves_the_program(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ refusals on save
 
 
-def test_save_rejects_a_torchvision_transform(tmp_path):
+def test_a_torchvision_compose_is_saved_as_the_same_preprocessing(tmp_path):
+    """An honest alternative to ImageNetInput: the transform the student trained with, on PIL images."""
+    from torchvision import transforms
+    from torchvision.transforms.functional import to_pil_image
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    compose = transforms.Compose([transforms.Grayscale(3), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), trained_small_cnn())
+    path = save_model(model, tmp_path / "m.pt2", preprocess=compose)
+    loaded, _ = load_model(path, device="cpu")
+    images = (torch.rand(4, 1, 28, 28) * 255).round() / 255  # exactly what ToTensor gives for 8-bit images
+    by_pil = torch.stack([compose(to_pil_image(image)) for image in images])  # (4, 3, 28, 28)
+    torch.testing.assert_close(loaded(images), reference(model, by_pil), rtol=1e-5, atol=1e-5)
+
+
+def test_random_augmentations_are_left_out_of_the_saved_preprocessing(tmp_path):
     from torchvision import transforms
 
-    with pytest.raises(TypeError, match="preprocess must be an nn.Module .*got Compose"):
-        save_model(SmallCNN(), tmp_path / "m.pt2", preprocess=transforms.Compose([transforms.ToTensor()]))
+    compose = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    model = trained_small_cnn()
+    loaded, _ = load_model(save_model(model, tmp_path / "m.pt2", preprocess=compose), device="cpu")
+    images = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(images), reference(model, images))
 
 
 def test_save_checks_the_number_of_classes(tmp_path):
@@ -216,6 +234,36 @@ def test_files_that_are_not_saved_models(tmp_path, kind):
 
     with pytest.raises(InvalidSavedModelError, match=r"is not a model saved by src.export.save_model.*Re-save it"):
         load_model(path, device="cpu")
+
+
+def test_a_graph_that_creates_a_file_is_refused_before_it_runs(tmp_path):
+    """A saved graph is JSON anyone can edit: one added ``aten.from_file`` node would create a file
+    with the rights of whoever evaluates the model. The allow-list refuses it by name."""
+    from grader_notebooks import add_file_operator
+
+    path = save_model(trained_small_cnn(), tmp_path / "evil.pt2")
+    marker = tmp_path / "created-by-the-graph"
+    exec(add_file_operator(str(path), str(marker)), {})
+    torch.export.load(path).module()(torch.rand(2, 1, 28, 28))  # unchecked, the node does run
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(export.UnsafeGraphError, match="aten::from_file"):
+        load_model(path, device="cpu")
+    assert not marker.exists()
+
+
+def test_the_allow_list_accepts_the_models_of_the_course(tmp_path):
+    from torchvision import transforms
+
+    grey_to_rgb = transforms.Compose([transforms.Grayscale(3), transforms.ToTensor(), transforms.Resize(40)])
+    models = {
+        "cnn": (trained_small_cnn(), None),
+        "resnet": (resnet18(num_classes=10), ImageNetInput(resize=32)),
+        "compose": (resnet18(num_classes=10), grey_to_rgb),
+    }
+    for name, (model, preprocess) in models.items():
+        path = save_model(model, tmp_path / f"{name}.pt2", preprocess=preprocess)
+        export.check_graph(torch.export.load(path))  # raises if a node is outside the list
 
 
 def test_pickled_payload_is_refused_before_torch_loads_anything(tmp_path, monkeypatch):

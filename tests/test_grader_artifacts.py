@@ -8,7 +8,7 @@ import pytest
 from grader_notebooks import write_notebook
 
 from grader.grade import GradeOptions, grade_submission
-from grader.kernel import Limits
+from grader.limits import Limits
 
 pytestmark = pytest.mark.slow
 

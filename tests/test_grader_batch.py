@@ -19,11 +19,23 @@ from pathlib import Path
 import pytest
 from grader_notebooks import FAST, SIMPLEST_OK, write_notebook
 
-from grader.batch import discover, fingerprint, merge, overview_markdown, parse_shard, plan, run_batch, shard
+from grader.batch import (
+    discover,
+    fingerprint,
+    grading_context,
+    merge,
+    overview_markdown,
+    parse_shard,
+    plan,
+    run_batch,
+    shard,
+)
 from grader.cli import EXIT_USAGE, main
 from grader.grade import GradeOptions
+from grader.limits import Limits
 from grader.report import write_reports
 from grader.results import CheckResult, NotebookResult, SubmissionResult
+from grader.sandbox import sandbox_info
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_FLAGS = ["--cell-timeout", "20", "--timeout", "60", "--memory-limit", "4", "--hidden-seed", "7"]
@@ -78,14 +90,28 @@ def test_bad_shard_is_a_usage_error_that_says_the_form(text, tmp_path, capsys):
         parse_shard(text)
 
 
-def test_fingerprint_follows_the_notebooks_and_the_options(tmp_path):
-    folder = tmp_path / "s"
+def test_fingerprint_follows_the_notebooks_the_options_and_the_grader(tmp_path, monkeypatch):
+    folder, out = tmp_path / "s", tmp_path / "out"
     write_notebook(folder / "01_convolution.ipynb", "x = 1")
-    first = fingerprint(folder, GradeOptions(hidden_seed=1))
-    assert fingerprint(folder, GradeOptions(hidden_seed=1)) == first
-    assert fingerprint(folder, GradeOptions(hidden_seed=None)) != first  # self-check vs grade
+
+    def fingerprinted(**options) -> str:
+        return fingerprint(folder, grading_context(GradeOptions(**options), out, weights=False))
+
+    first = fingerprinted(hidden_seed=1)
+    assert fingerprinted(hidden_seed=1) == first
+    assert fingerprinted(hidden_seed=2) != first  # another hidden seed: graded again
+    assert fingerprinted(hidden_seed=None) != first  # self-check vs grade
+    assert fingerprinted(hidden_seed=1, sandbox=False) != first or not sandbox_info(None).enabled
+    assert fingerprinted(hidden_seed=1, limits=Limits(memory_gib=3)) != first
+    context = grading_context(GradeOptions(hidden_seed=123456789), out, weights=False)
+    assert "123456789" not in context  # only a salted hash of the seed is kept
+    from grader import paths
+
+    monkeypatch.setattr(paths, "code_version", lambda: "another grader")
+    assert fingerprinted(hidden_seed=1) != first
+    monkeypatch.undo()
     write_notebook(folder / "01_convolution.ipynb", "x = 2")
-    assert fingerprint(folder, GradeOptions(hidden_seed=1)) != first
+    assert fingerprinted(hidden_seed=1) != first
 
 
 def _result(name: str, points: list[float], *, failed: str | None = None) -> SubmissionResult:

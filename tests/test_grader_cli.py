@@ -21,7 +21,7 @@ def test_grade_writes_reports_and_exits_0_whatever_the_points(tmp_path, capsys):
     good = write_notebook(tmp_path / "subs" / "good.ipynb", "x = 1")
     bad = write_notebook(tmp_path / "subs" / "bad.ipynb", "1 / 0")
     out = tmp_path / "out"
-    assert main(["grade", str(good), str(bad), "--out", str(out), *LIMITS]) == EXIT_OK
+    assert main(["grade", str(good), str(bad), "--out", str(out), "--hidden-seed", "3", *LIMITS]) == EXIT_OK
     printed = capsys.readouterr().out
     assert "good: 0 / 0 points" in printed and "bad: 0 / 0 points" in printed
     for name in ("good", "bad"):
@@ -50,12 +50,39 @@ def test_usage_errors(tmp_path, capsys):
         main(["grade", "--memory-limit", "lots"])
 
 
-def test_require_sandbox_fails_when_bubblewrap_is_unusable(tmp_path, monkeypatch):
+def test_grading_student_work_fails_closed_without_confinement(tmp_path, monkeypatch, capsys):
+    """No bubblewrap: grade (and pr) stop with the fix; --no-sandbox grades, and every report says so."""
     import grader.sandbox
 
-    monkeypatch.setattr(grader.sandbox, "probe_bwrap", lambda: "bwrap is not installed")
+    monkeypatch.setattr(grader.sandbox, "probe_bwrap", lambda: "bubblewrap (bwrap) is not installed")
     path = write_notebook(tmp_path / "nb.ipynb", "x = 1")
-    assert main(["grade", str(path), "--require-sandbox", "--out", str(tmp_path / "out")]) == EXIT_GRADER
+    for flags in ([], ["--require-sandbox"]):
+        assert main(["grade", str(path), *flags, "--out", str(tmp_path / "out")]) == EXIT_GRADER
+        error = capsys.readouterr().err
+        assert "needs confinement" in error and "apt-get install bubblewrap" in error and "--no-sandbox" in error
+    assert not (tmp_path / "out").exists()
+    assert main(["grade", str(path), "--no-sandbox", "--out", str(tmp_path / "out"), *LIMITS]) == EXIT_OK
+    assert "NOT sandboxed: confinement turned off (--no-sandbox)" in (tmp_path / "out" / "nb" / "report.md").read_text()
+    assert read_gradebook_row(tmp_path / "out")["sandboxed"] == "false"
+
+
+def read_gradebook_row(out):
+    [row] = list(csv.DictReader((out / "gradebook.csv").open()))
+    return row
+
+
+def test_a_class_needs_a_hidden_seed_and_one_submission_says_where_its_came_from(tmp_path, monkeypatch, capsys):
+    from grader import convolution
+
+    monkeypatch.delenv(convolution.HIDDEN_SEED_ENV, raising=False)
+    monkeypatch.setattr(convolution, "HIDDEN_SEED_FILE", tmp_path / "no-seed.txt")
+    for name in ("a", "b"):
+        write_notebook(tmp_path / "class" / name / "01_convolution.ipynb", "x = 1")
+    assert main(["grade", str(tmp_path / "class"), "--out", str(tmp_path / "out")]) == EXIT_USAGE
+    assert "--hidden-seed" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["grade", str(tmp_path / "class"), "--shard", "1/2", "--out", str(tmp_path / "out")]) == EXIT_USAGE
+    assert main(["grade", str(tmp_path / "class" / "a"), "--out", str(tmp_path / "out"), *LIMITS]) == EXIT_OK
+    assert "random seed for this run" in (tmp_path / "out" / "a" / "report.md").read_text()
 
 
 def test_check_prints_the_report_for_the_student(tmp_path, capsys):

@@ -9,15 +9,14 @@ import nbformat
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.execute import copy_to_scratch, execute_notebook, read_notebook
-from grader.kernel import Limits
+from grader.execute import copy_notebook, execute_notebook, read_notebook
+from grader.limits import Limits
 
 
 def run(tmp_path, *cells, limits=Limits(cell_timeout=20, timeout=60, memory_gib=4), **kwargs):
     path = write_notebook(tmp_path / "submission" / "nb.ipynb", *cells)
-    return execute_notebook(
-        path, workdir=copy_to_scratch(path.parent, tmp_path / "scratch" / "work"), limits=limits, **kwargs
-    )
+    workdir = tmp_path / "scratch" / "work"
+    return execute_notebook(copy_notebook(path, workdir), workdir=workdir, limits=limits, **kwargs)
 
 
 # ------------------------------------------------------------------------------- unreadable files
@@ -73,7 +72,7 @@ def test_errors_are_recorded_and_the_run_goes_on_with_seeds_set_and_outputs_clea
     notebook = nbformat.read(path, as_version=4)
     notebook.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="stale output\n")]
     nbformat.write(notebook, path)
-    with execute_notebook(path, workdir=copy_to_scratch(path.parent, tmp_path / "s" / "w"), seed=0) as result_run:
+    with execute_notebook(copy_notebook(path, tmp_path / "s" / "w"), workdir=tmp_path / "s" / "w", seed=0) as result_run:
         result = result_run.result
         assert [c.status for c in result.cells] == ["ok", "error", "ok"]  # stderr alone is no failure
         assert result.cells[1].error_name == "ZeroDivisionError"
@@ -98,14 +97,19 @@ def test_torch_is_seeded_and_deterministic_when_the_notebook_imports_it(tmp_path
         assert result_run.result.notebook.cells[0].outputs[0]["text"].strip() == expected
 
 
-def test_a_cell_that_prints_too_much_is_cut_at_the_output_limit(tmp_path):
-    from grader.kernel import MAX_OUTPUT_BYTES
-
-    with run(tmp_path, "for _ in range(1500):\n    print('x' * 10_000)", "print('after')") as result_run:
-        first, second = (cell.outputs for cell in result_run.result.notebook.cells)
-        assert sum(len(o.get("text", "")) for o in first) <= MAX_OUTPUT_BYTES + 200
-        assert "the rest was dropped" in first[-1]["text"]
-        assert second[0]["text"] == "after\n"
+def test_output_is_cut_per_cell_and_for_the_whole_notebook(tmp_path):
+    """A notebook that floods its output gets a bounded executed notebook: a third of the limit per
+    cell, the limit for all cells together; later cells still run."""
+    limits = Limits(cell_timeout=30, timeout=90, memory_gib=4, output_mib=3)
+    flood = "for _ in range(300):\n    print('x' * 10_000)"  # 3 MB a cell
+    with run(tmp_path, flood, flood, flood, flood, "print('after')", limits=limits) as result_run:
+        cells = [cell.outputs for cell in result_run.result.notebook.cells]
+        sizes = [sum(len(o.get("text", "")) for o in outputs) for outputs in cells]
+        assert all(size <= 2**20 + 300 for size in sizes[:4])  # a third of 3 MiB each, and the note
+        assert sum(sizes) <= 3 * 2**20 + 1000
+        assert "output limit reached" in cells[0][-1]["text"] and "output limit reached" in cells[3][-1]["text"]
+        assert sizes[3] < 1000  # the notebook's budget was spent by then
+        assert result_run.result.cells[4].status == "ok"
 
 
 def test_hanging_cell_is_interrupted_and_later_cells_still_run(tmp_path):
@@ -171,7 +175,7 @@ def test_memory_hog_is_stopped_at_the_limit_and_only_its_notebook_fails(tmp_path
 def test_executed_notebook_is_valid_and_the_submission_is_untouched(tmp_path):
     path = write_notebook(tmp_path / "submission" / "nb.ipynb", "print('hello')", "1/0")
     before = path.read_bytes()
-    with execute_notebook(path, workdir=copy_to_scratch(path.parent, tmp_path / "s" / "w")) as result_run:
+    with execute_notebook(copy_notebook(path, tmp_path / "s" / "w"), workdir=tmp_path / "s" / "w") as result_run:
         nbformat.validate(result_run.result.notebook)
         assert "hello" in json.dumps(result_run.result.notebook)
     assert path.read_bytes() == before

@@ -1,68 +1,81 @@
-"""The sandbox: with bubblewrap the kernel writes only in its scratch copy and has no network.
-Without bubblewrap (or with --no-sandbox) the result says the kernel was not confined."""
+"""Confinement and limits on one kernel at a time: what the kernel sees, which environment it
+gets, what happens where bubblewrap or cgroups are missing. The attacks through the command line
+are in ``test_grader_boundary.py``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.execute import copy_to_scratch, execute_notebook
-from grader.kernel import Limits
-from grader.sandbox import probe_bwrap, sandbox_info
+from grader.execute import copy_notebook, execute_notebook
+from grader.kernel import KernelSession, kernel_env
+from grader.limits import Limits, ProcessBox, probe_enforcement
+from grader.paths import KIT_ROOT, SRC_DIR
+from grader.sandbox import Mounts, bwrap_argv, probe_bwrap, python_paths, sandbox_info
 
 needs_bwrap = pytest.mark.skipif(probe_bwrap() is not None, reason=f"bubblewrap unusable here: {probe_bwrap()}")
 
-PROBE_CELLS = (
-    # Each cell prints OK or the error it hit; none of them may raise.
-    (
-        "def attempt(action):\n    try:\n        action()\n        print('OK')\n"
-        "    except OSError as error:\n        print(type(error).__name__, error.errno)"
-    ),
-    "attempt(lambda: open('inside.txt', 'w').write('mine'))",
-    "attempt(lambda: open({outside!r}, 'w').write('escaped'))",
-    "attempt(lambda: open({repo_file!r}, 'w').write('escaped'))",
-    "import socket\nattempt(lambda: socket.create_connection(('1.1.1.1', 53), timeout=3))",
-    "attempt(lambda: socket.getaddrinfo('pypi.org', 443))",
-)
 
-
-def _run_probe(tmp_path: Path, *, sandbox: bool):
-    outside = tmp_path / "outside.txt"
-    repo_file = Path(__file__).resolve().parent / f".sandbox-escape-{tmp_path.name}"
-    cells = [cell.format(outside=str(outside), repo_file=str(repo_file)) for cell in PROBE_CELLS]
+def run_cells(tmp_path, *cells, sandbox=True, limits=Limits(cell_timeout=30, timeout=90, memory_gib=2)):
     path = write_notebook(tmp_path / "submission" / "nb.ipynb", *cells)
-    workdir = copy_to_scratch(path.parent, tmp_path / "scratch" / "work")
-    with execute_notebook(path, workdir=workdir, limits=Limits(cell_timeout=30, timeout=90), sandbox=sandbox) as run:
-        lines = [
-            "".join(o.get("text", "") for o in run.result.notebook.cells[i].outputs).strip()
-            for i in range(1, len(cells))
-        ]
-        info = run.result.sandbox
-    escaped = outside.exists() or repo_file.exists()
-    repo_file.unlink(missing_ok=True)
-    return lines, info, escaped, workdir
+    workdir = tmp_path / "scratch" / "work"
+    return execute_notebook(copy_notebook(path, workdir), workdir=workdir, limits=limits, sandbox=sandbox)
+
+
+def printed(run, index: int) -> str:
+    return "".join(o.get("text", "") for o in run.result.notebook.cells[index].outputs).strip()
 
 
 @needs_bwrap
-def test_sandboxed_kernel_writes_only_in_its_scratch_copy_and_has_no_network(tmp_path):
-    (inside, _, repo, connect, resolve), info, escaped, workdir = _run_probe(tmp_path, sandbox=True)
-    assert info.enabled and "bubblewrap" in info.describe()
-    assert inside == "OK" and (workdir / "inside.txt").read_text() == "mine"
-    assert repo.startswith("OSError 30")  # the machine is a read-only file system
-    assert not escaped  # a write under /tmp lands in the kernel's private tmpfs, and vanishes
-    assert connect != "OK"  # no route: the kernel has only its own loopback
-    assert resolve != "OK"
+def test_the_kernel_sees_python_and_src_only(tmp_path):
+    kit = str(KIT_ROOT)
+    with run_cells(
+        tmp_path,
+        f"import os\nprint(sorted(os.listdir({kit!r})))",
+        "import src.engine, torch\nprint('engine ok')",
+        "try:\n    import grader\n    print('grader visible')\nexcept ImportError:\n    print('no grader')",
+        "print(sorted(os.listdir('/')))",
+        f"print(os.path.exists({str(Path.home())!r} + '/.bashrc'), os.environ['HOME'])",
+    ) as run:
+        assert printed(run, 0) == "['src']"
+        assert printed(run, 1).startswith("engine ok") and printed(run, 2) == "no grader"
+        assert "run" not in printed(run, 3) and "home" not in printed(run, 3)
+        assert printed(run, 4) == "False /tmp/home"
+        assert run.result.sandbox.enabled
+
+
+def test_the_kernel_environment_is_made_by_the_grader(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-pass")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = kernel_env(runtime=tmp_path, seed=3, sandboxed=True, extra={"KIT_DATA_DIR": "/data"})
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "GRADER_HIDDEN_SEED" not in env
+    assert env["OMP_NUM_THREADS"] == "1" and env["KIT_DATA_DIR"] == "/data" and env["HOME"] == "/tmp/home"
+    assert env["PYTHONHASHSEED"] == "3"
+
+
+def test_bwrap_binds_an_allow_list_not_the_root(tmp_path):
+    argv = bwrap_argv(["true"], mounts=Mounts(readonly=[tmp_path / "data"], writable=[tmp_path]), cwd=tmp_path,
+                      scratch=tmp_path)
+    binds = [(argv[i], argv[i + 1], argv[i + 2]) for i, arg in enumerate(argv) if arg in ("--ro-bind", "--bind")]
+    sources = [source for _, source, _ in binds]
+    assert "/" not in sources and str(Path.home()) not in sources
+    assert os.path.realpath(SRC_DIR) in sources and str(KIT_ROOT) not in sources
+    assert all(not Path(s).is_relative_to(KIT_ROOT) or Path(s).is_relative_to(SRC_DIR) for s in sources)
+    assert ("--bind", os.path.realpath(tmp_path), os.path.realpath(tmp_path)) in binds
+    # The interpreter's own prefix is bound even when it lives in $HOME (pyenv, a virtualenv).
+    assert all(any(Path(prefix).is_relative_to(s) for s in sources) for prefix in python_paths())
+    assert argv.index("--tmpfs") < min(i for i, arg in enumerate(argv) if arg == "--bind")
 
 
 def test_unsandboxed_run_says_so(tmp_path):
     info = sandbox_info(False)
-    assert not info.enabled and "NOT sandboxed" in info.describe()
-    path = write_notebook(tmp_path / "nb.ipynb", "x = 1")
-    with execute_notebook(path, workdir=tmp_path / "s" / "w", sandbox=False) as run:
+    assert not info.enabled and "NOT sandboxed" in info.describe() and "--no-sandbox" in info.describe()
+    with run_cells(tmp_path, "import os\nprint(os.environ['HOME'])", sandbox=False) as run:
         assert run.result.sandbox.enabled is False
-        assert run.result.cells[0].status == "ok"
+        assert run.result.cells[0].status == "ok" and printed(run, 0) != str(Path.home())
 
 
 def test_missing_bubblewrap_is_explained(monkeypatch):
@@ -72,7 +85,62 @@ def test_missing_bubblewrap_is_explained(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     try:
         info = sandbox.sandbox_info(None)
-        assert not info.enabled and "apt-get install bubblewrap" in info.detail
+        assert not info.enabled and "not installed" in info.detail
+        assert "apt-get install bubblewrap" in sandbox.SANDBOX_FIX and "--no-sandbox" in sandbox.SANDBOX_FIX
     finally:
         monkeypatch.undo()
         sandbox.probe_bwrap.cache_clear()
+
+
+def test_limits_say_which_mechanism_is_in_force():
+    enforcement = probe_enforcement()
+    assert enforcement.kind in ("cgroup-v2", "systemd-run", "cgroup-v1", "watchdog")
+    assert enforcement.kind in enforcement.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mechanism", ["os", "watchdog"])
+def test_disk_and_processes_are_bounded_by_either_mechanism(tmp_path, monkeypatch, mechanism):
+    """The operating system's mechanism where the machine has one, the watchdog where not."""
+    if mechanism == "watchdog":
+        from grader import limits
+
+        monkeypatch.setenv(limits.ENFORCEMENT_ENV, "watchdog")
+        limits.probe_enforcement.cache_clear()
+    try:
+        small = Limits(cell_timeout=30, timeout=90, memory_gib=2, processes=64, disk_gib=0.05)
+        with run_cells(
+            tmp_path,
+            "x = 1",
+            "with open('big', 'wb') as f:\n    for _ in range(100):\n        f.write(b'0' * 2**20)\n"
+            "import time\ntime.sleep(5)",
+            sandbox=None,
+            limits=small,
+        ) as run:
+            assert run.result.cells[1].status in ("died", "error")
+            reason = run.result.cells[1].error_message + run.result.cells[1].error_name
+            assert "disk limit" in reason or "File too large" in reason or "EFBIG" in reason, reason
+        box = ProcessBox("probe", small)
+        assert box.enforcement.kind == ("watchdog" if mechanism == "watchdog" else probe_enforcement().kind)
+        box.close()
+    finally:
+        if mechanism == "watchdog":
+            from grader import limits
+
+            monkeypatch.undo()
+            limits.probe_enforcement.cache_clear()
+
+
+def test_a_session_closes_everything_it_started(tmp_path):
+    session = KernelSession(workdir=tmp_path / "work", sandbox=sandbox_info(None),
+                            limits=Limits(cell_timeout=30, timeout=60, memory_gib=2))
+    session.start()
+    session.wait_ready()
+    runtime = session.runtime_dir
+    assert runtime.stat().st_mode & 0o077 == 0  # private: only the grader (and this kernel) get in
+    pid = session.km.provisioner.process.pid
+    session.close()
+    assert not runtime.exists()
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -1,9 +1,9 @@
 """The grader on the reference solutions: every automatic check passes with full points.
 
 Training is not repeated here: the checks of ``02`` and ``03`` run on the session fixtures of
-``tests/conftest.py`` (each solution executed once per session), through an adapter that lets
-the grader's probes talk to that kernel. ``01`` is cheap, so it also goes through the whole
-command line (run stage and sandbox included), with the template next to it.
+``tests/conftest.py`` (each solution executed once per session by the grader's own run stage,
+its kernel still alive). ``01`` is cheap, so it also goes through the whole command line (run
+stage and sandbox included), with the template next to it.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
-from nbclient.exceptions import CellExecutionError
 
 from grader.assignments import CNN, CONVOLUTION, TRANSFER
 from grader.cli import EXIT_OK, main
 from grader.execute import NotebookRun
 from grader.grade import grade_notebook_run
-from grader.kernel import CodeOutcome
-from grader.results import CellRun, ExecutionResult, SandboxInfo
 
 pytestmark = pytest.mark.slow
 
@@ -30,29 +27,9 @@ def needs(name: str):
     return pytest.mark.skipif(not (REPO / "solutions" / name).is_file(), reason=f"solutions/{name} not written yet")
 
 
-class ConftestKernel:
-    """The conftest's live kernel, seen through the grader's `Kernel` interface."""
-
-    def __init__(self, run, runtime_dir: Path) -> None:
-        self.run, self.runtime_dir = run, runtime_dir
-
-    def run_code(self, code: str, *, timeout: float) -> CodeOutcome:
-        try:
-            return CodeOutcome("ok", self.run.ask(code))
-        except CellExecutionError as error:
-            return CodeOutcome("error", "", error.ename, error.evalue)
-
-    def is_alive(self) -> bool:
-        return True
-
-
 def grade_conftest_run(run, assignment, tmp_path, hidden_seed=2024):
-    code_cells = [i for i, cell in enumerate(run.notebook.cells) if cell.cell_type == "code" and cell.source.strip()]
-    cells = [CellRun(i, "", "ok" if run.error_cell is None or i < run.error_cell else "not_run") for i in code_cells]
-    result = ExecutionResult(
-        path=Path(run.name), cells=cells, notebook=run.notebook, sandbox=SandboxInfo(False, "conftest kernel")
-    )
-    notebook_run = NotebookRun(result, ConftestKernel(run, tmp_path))
+    """The grader's checks on a notebook the session already ran (its kernel still alive)."""
+    notebook_run = NotebookRun(run.result, run.kernel)
     checks = grade_notebook_run(assignment, notebook_run, workdir=run.workdir, hidden_seed=hidden_seed)
     return {check.name: check for check in checks}
 

@@ -54,15 +54,17 @@ def evaluate_saved(path, test_set) -> dict:
 
 
 def ask_conv(run, tmp_path, call: str, inputs: dict) -> torch.Tensor:
-    """Call a convolution function in the notebook's kernel on ``inputs``; return its output."""
-    torch.save(inputs, tmp_path / "inputs.pt")
+    """Call a convolution function in the notebook's kernel on ``inputs``; return its output.
+
+    The files go through the notebook's own folder: the only one its confined kernel may write."""
+    torch.save(inputs, run.workdir / "inputs.pt")
     run.ask(
         "import torch as _torch\n"
-        f"_in = _torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+        "_in = _torch.load('inputs.pt')\n"
         f"_out = {call}\n"
-        f"_torch.save(_torch.as_tensor(_out), {str(tmp_path / 'output.pt')!r})"
+        "_torch.save(_torch.as_tensor(_out), 'output.pt')"
     )
-    return torch.load(tmp_path / "output.pt")
+    return torch.load(run.workdir / "output.pt")
 
 
 def test_convolution_notebook_runs(convolution_run):
@@ -233,7 +235,7 @@ def first_placeholder(notebook) -> tuple[int, str]:
     "name", ["01_convolution.ipynb", "02_cnn_fashion_mnist.ipynb", "03_transfer_resnet18.ipynb"]
 )
 def test_template_stops_at_its_first_placeholder(name, tmp_path, kernel_env, notebook_runner):
-    run = notebook_runner(ASSIGNMENTS / name, workdir=tmp_path, env=kernel_env)
+    run = notebook_runner(ASSIGNMENTS / name, workdir=tmp_path, prepared=kernel_env)
     index, message = first_placeholder(run.notebook)
     assert run.error is not None, f"{name}: the untouched template ran to the end"
     assert run.error.ename == "NotImplementedError", run.error
