@@ -220,6 +220,8 @@ def scan(statements: list[ast.stmt]) -> list[str]:
                     for alias in node.names:
                         if LIBRARY_CONVOLUTION.match(alias.name):
                             add(f"{node.module}.{alias.name}")
+                        elif f"{node.module}.{alias.name}".startswith(CONVOLUTION_MODULES):
+                            add(f"{node.module}.{alias.name}")
             elif isinstance(node, ast.Attribute):
                 if LIBRARY_CONVOLUTION.match(node.attr):
                     add(_dotted(node))

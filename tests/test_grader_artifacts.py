@@ -1,6 +1,6 @@
-"""Saved models verified in the grader's own process: an untrained model behind good printed
-numbers, and a transfer model whose backbone was left trainable and changed. Both notebooks are
-tiny stand-ins for the real ones (no training), so they run in seconds, not minutes."""
+"""Saved models verified outside the kernel, in the grader's confined worker: an untrained model
+behind good printed numbers, and a transfer model whose backbone was left trainable and changed.
+Both notebooks are tiny stand-ins for the real ones (no training), so they run in seconds."""
 
 from __future__ import annotations
 
@@ -96,6 +96,6 @@ def test_trainable_backbone_is_caught_by_requires_grad_and_by_the_saved_weights(
     assert "1 of" in pretrained.message and "layer4.1.conv2.weight" in pretrained.message
     counts = checks["param_counts"]
     assert counts.status == "failed" and "`n_trainable` is 11,000,000" in counts.message
-    assert checks["transform"].status == "passed" and "(3, 28, 28)" in checks["transform"].message
+    assert checks["transform"].status == "passed" and "3, 28, 28)" in checks["transform"].message
     assert checks["scheduler"].status == "failed" and "No cell defines `scheduler`" in checks["scheduler"].message
     assert result.weights["official"] is False and result.weights["sha256"]

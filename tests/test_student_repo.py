@@ -167,11 +167,13 @@ def test_pull_request_that_fills_in_a_notebook_is_graded(student_git, tmp_path):
     repo, commits = student_git
     done, summary, output = _run_pr(repo, commits["base"], commits["good"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Points 10/10" in done.stdout
-    assert "## 01_convolution.ipynb: 10 / 10" in summary and "02_cnn" not in summary  # only what changed
+    # Points out of the whole assignment: one notebook filled in is not reported as complete.
+    assert "Points 10/34" in done.stdout
+    assert "## 01_convolution.ipynb: 10 / 10" in summary and "## 02_cnn_fashion_mnist.ipynb: 0 / 10" in summary
+    assert "It changes:\n- `assignments/01_convolution.ipynb`" in summary
     assert output.startswith("result=")
     classroom = json.loads(base64.b64decode(output.strip().split("=", 1)[1]))
-    assert classroom["version"] == 1 and classroom["status"] == "pass" and classroom["max_score"] == 10
+    assert classroom["version"] == 1 and classroom["status"] == "fail" and classroom["max_score"] == 34
     assert sum(test["score"] for test in classroom["tests"]) == 10
     assert (tmp_path / "out" / "01_convolution.ipynb").is_file() and (tmp_path / "out" / "junit.xml").is_file()
 
