@@ -15,11 +15,9 @@ from pathlib import Path
 from grader import checks
 from grader.checks import Context, Outcome
 from grader.convolution import BATCHED, FULL, SIMPLEST
-from grader.paths import ASSIGNMENTS_DIR, KIT_ROOT
+from grader.paths import ASSIGNMENTS_DIR
 
-__all__ = ["ASSIGNMENTS", "GENERIC", "REPO_ROOT", "Assignment", "CheckDef", "find_assignment"]
-
-REPO_ROOT = KIT_ROOT
+__all__ = ["ASSIGNMENTS", "GENERIC", "Assignment", "CheckDef", "find_assignment"]
 
 
 @dataclass(frozen=True)

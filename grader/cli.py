@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from grader.assignments import REPO_ROOT
+from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
 from grader.limits import Limits
 
 __all__ = ["build_parser", "main"]
@@ -245,13 +245,13 @@ DEMO_SEED_SOURCE = "the public demo seed (no hidden seed configured)"
 def _cmd_grade(args: argparse.Namespace) -> int:
     import secrets
 
-    from grader.batch import default_jobs, parse_shard, plan, run_batch, shard
+    from grader.batch import default_jobs, discover, parse_shard, plan, run_batch, shard
     from grader.convolution import PUBLIC_SEED, resolve_hidden_seed
 
     demo = not args.paths
     if not _sandbox_ready(args, demo=demo):
         return EXIT_GRADER
-    paths = args.paths or [REPO_ROOT / "solutions" if (REPO_ROOT / "solutions").is_dir() else REPO_ROOT / "assignments"]
+    paths = args.paths or [SOLUTIONS_DIR if SOLUTIONS_DIR.is_dir() else ASSIGNMENTS_DIR]
     missing = [p for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
         _log("error: no such file or folder: " + ", ".join(map(str, missing)))
@@ -266,8 +266,6 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.standin_weights_if_missing is not None:
         _use_standin_if_missing(args.standin_weights_if_missing)
-    from grader.batch import discover
-
     hidden_seed, source = resolve_hidden_seed(args.hidden_seed)
     if hidden_seed is None:
         if demo:
@@ -373,13 +371,13 @@ def _add_release(commands: argparse._SubParsersAction) -> None:
     release.add_argument(
         "--solutions",
         type=Path,
-        default=release_module.REPO_ROOT / "solutions",
+        default=SOLUTIONS_DIR,
         help="folder of the solution notebooks (default: %(default)s)",
     )
     release.add_argument(
         "--assignments",
         type=Path,
-        default=release_module.REPO_ROOT / "assignments",
+        default=ASSIGNMENTS_DIR,
         help="folder to write the templates to (default: %(default)s)",
     )
     release.add_argument(

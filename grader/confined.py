@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,8 +163,6 @@ def _wait(
     Returns:
         ``(status, reason, the end of its output)``.
     """
-    import threading
-
     # Drain its output while it runs (a full pipe would block it); keep the end only.
     tail = bytearray()
 

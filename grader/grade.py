@@ -299,6 +299,7 @@ def _grade_job(job: _Job, options: GradeOptions, log: Callable[[str], None] | No
     run.result.warnings[:0] = job.prepared.problems
     if log is not None and run.result.readable:
         log(f"  {job.notebook.name}: ran in {run.result.elapsed:.1f} s; checking")
+    started = time.monotonic()
     with run:
         checks = grade_notebook_run(
             job.assignment,
@@ -308,7 +309,10 @@ def _grade_job(job: _Job, options: GradeOptions, log: Callable[[str], None] | No
             probe_timeout=min(PROBE_TIMEOUT_S, options.limits.cell_timeout),
             limits=options.limits,
         )
-    result = NotebookResult(name=job.notebook.name, path=job.notebook, checks=checks, execution=run.result)
+    result = NotebookResult(
+        name=job.notebook.name, path=job.notebook, checks=checks, execution=run.result,
+        checks_elapsed=time.monotonic() - started,
+    )
     if job.out_dir is not None and run.result.notebook is not None:
         import nbformat
 

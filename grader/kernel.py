@@ -143,7 +143,7 @@ class _LogTail(threading.Thread):
         self.tail = bytearray()
 
     def run(self) -> None:
-        for chunk in iter(lambda: self.stream.read1(65536) if hasattr(self.stream, "read1") else b"", b""):
+        for chunk in iter(lambda: self.stream.read1(65536), b""):
             self.tail += chunk
             del self.tail[:-LOG_TAIL_BYTES]
 

@@ -1,7 +1,8 @@
 """The grader's checks as pytest tests, for instructors who want pytest's output and ``--junitxml``.
 
     python -m pytest -p grader.pytest_plugin grader/pytest_checks.py --submission PATH \\
-        [--hidden-seed N] [--cell-timeout S] [--notebook-timeout S] [--memory-limit GIB] --junitxml=grade.xml
+        [--hidden-seed N] [--cell-timeout S] [--notebook-timeout S] [--memory-limit GIB] [--no-sandbox] \\
+        --junitxml=grade.xml
 
 One test per check, named ``test_check[<notebook>-<check>]``: passed, failed (the message says
 what to fix) or skipped (not applicable, or left for a person to read). Each test records its

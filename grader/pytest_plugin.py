@@ -27,6 +27,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cell-timeout", type=float, default=Limits.cell_timeout)
     group.addoption("--notebook-timeout", type=float, default=Limits.timeout)  # pytest-timeout owns --timeout
     group.addoption("--memory-limit", type=float, default=Limits.memory_gib)
+    group.addoption(
+        "--no-sandbox",
+        action="store_true",
+        help="run the submission's code unconfined, with your rights (the report says so)",
+    )
 
 
 def _submission(config: pytest.Config) -> Path:
@@ -60,5 +65,13 @@ def graded(pytestconfig: pytest.Config):
         timeout=pytestconfig.getoption("notebook_timeout"),
         memory_gib=pytestconfig.getoption("memory_limit"),
     )
-    result = grade_submission(_submission(pytestconfig), options=GradeOptions(limits=limits, hidden_seed=hidden))
+    sandbox = False if pytestconfig.getoption("no_sandbox") else True
+    if sandbox:
+        from grader.sandbox import SANDBOX_FIX, probe_bwrap
+
+        problem = probe_bwrap()
+        if problem:
+            raise pytest.UsageError(f"grading student work needs confinement, and {problem}. {SANDBOX_FIX}")
+    options = GradeOptions(limits=limits, hidden_seed=hidden, sandbox=sandbox)
+    result = grade_submission(_submission(pytestconfig), options=options)
     return {f"{Path(n.name).stem}-{c.name}": c for n in result.notebooks for c in n.checks}, result

@@ -35,6 +35,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from grader.paths import ASSIGNMENTS_DIR, KIT_ROOT, SOLUTIONS_DIR
+
 __all__ = [
     "ANSWER_PLACEHOLDER",
     "BEGIN_SOLUTION",
@@ -58,7 +60,7 @@ SOLUTION_TAG = "solution"
 PLACEHOLDER = "<YOUR CODE>"
 ANSWER_PLACEHOLDER = "<YOUR ANSWER>"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = KIT_ROOT
 
 # Notebook-format version the templates are written in (nbformat's current one).
 _NBFORMAT_VERSION = 4
@@ -317,8 +319,8 @@ def _solution_notebooks(solutions_dir: Path) -> list[Path]:
 
 def find_stale(
     *,
-    solutions_dir: str | Path = REPO_ROOT / "solutions",
-    assignments_dir: str | Path = REPO_ROOT / "assignments",
+    solutions_dir: str | Path = SOLUTIONS_DIR,
+    assignments_dir: str | Path = ASSIGNMENTS_DIR,
 ) -> ReleaseResult:
     """Compare ``assignments_dir`` with the templates regenerated in memory from ``solutions_dir``.
 
@@ -345,8 +347,8 @@ def find_stale(
 
 def release(
     *,
-    solutions_dir: str | Path = REPO_ROOT / "solutions",
-    assignments_dir: str | Path = REPO_ROOT / "assignments",
+    solutions_dir: str | Path = SOLUTIONS_DIR,
+    assignments_dir: str | Path = ASSIGNMENTS_DIR,
 ) -> ReleaseResult:
     """Write one template per solution notebook into ``assignments_dir``.
 

@@ -70,7 +70,10 @@ def _notebook_markdown(notebook: NotebookResult) -> list[str]:
     lines = [f"## {notebook.name}: {_points(notebook.points)} / {_points(notebook.max_points)}", ""]
     execution = notebook.execution
     if execution is not None and execution.readable:
-        facts = [f"ran in {execution.elapsed:.1f} s ({execution.cells_elapsed:.1f} s in cells)"]
+        facts = [
+            f"ran in {execution.elapsed:.1f} s ({execution.cells_elapsed:.1f} s in cells)",
+            f"checked in {notebook.checks_elapsed:.1f} s",
+        ]
         if execution.peak_memory:
             facts.append(f"peak memory {execution.peak_memory / 2**30:.2f} GiB")
         if execution.failure is not None:

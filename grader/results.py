@@ -148,6 +148,7 @@ class NotebookResult:
     checks: list[CheckResult]
     execution: ExecutionResult | None = None
     executed_path: Path | None = None
+    checks_elapsed: float = 0.0  # seconds the checks took (verification workers included)
 
     @property
     def points(self) -> float:

@@ -85,8 +85,9 @@ def probe_bwrap() -> str | None:
     exe = shutil.which("bwrap")
     if exe is None:
         return "bubblewrap (bwrap) is not installed"
-    argv = [exe, *_namespaces(), *_system_binds(), "--tmpfs", "/tmp", "--", sys.executable, "-c", "pass"]
-    argv[1:1] = [arg for path in python_paths() for arg in ("--ro-bind", str(path), str(path))]
+    binds = [arg for path in python_paths() for arg in ("--ro-bind", str(path), str(path))]
+    # /tmp first: the Python environment may live under it (a virtualenv, a CI checkout).
+    argv = [exe, *_namespaces(), *_system_binds(), "--tmpfs", "/tmp", *binds, "--", sys.executable, "-c", "pass"]
     try:
         done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -122,8 +123,10 @@ def sandbox_info(requested: bool | None) -> SandboxInfo:
 def python_paths() -> tuple[Path, ...]:
     """Folders the Python environment needs, outside the system's: prefixes and ``sys.path``.
 
-    The kit's own folder is never one of them (``src/`` is bound on its own), nor anything that
-    holds it.
+    The kit's own folder is never one of them (``src/`` is bound on its own): a ``sys.path`` entry
+    that is the kit (the current folder, an editable install's ``.pth``) is left out. A virtualenv
+    inside the kit is kept, and so is a prefix that holds the kit (``pip install .`` puts it in
+    ``site-packages``): `bwrap_argv` then hides the kit's own folders in it.
     """
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     candidates.append(str(Path(os.path.realpath(sys.executable)).parents[1]))
@@ -134,7 +137,7 @@ def python_paths() -> tuple[Path, ...]:
     found: list[Path] = []
     for candidate in candidates:
         path = Path(os.path.realpath(candidate))
-        if not path.is_dir() or path == Path("/") or path == kit or kit in path.parents or path in kit.parents:
+        if not path.is_dir() or path == Path("/") or path == kit:
             continue
         if any(str(path).startswith(system + "/") or str(path) == system for system in _SYSTEM_DIRS):
             continue  # bound with the system
@@ -144,14 +147,22 @@ def python_paths() -> tuple[Path, ...]:
     return tuple(dict.fromkeys(outermost))
 
 
-def _hidden_kit_folders() -> list[Path]:
-    """The kit's ``grader`` package where a bound Python folder holds it (``pip install .``)."""
+# The kit's folders a kernel must not see, wherever a bound folder would hold them.
+_KIT_PRIVATE = ("grader", "solutions", "tests", "out", ".git", ".nox", "bench", "student")
+
+
+def _hidden_kit_folders(bound: list[Path]) -> list[Path]:
+    """Folders to hide under an empty one: the kit's own (`_KIT_PRIVATE`) where a bound folder
+    holds the kit, and any installed copy of the ``grader`` package on ``sys.path``."""
+    kit = Path(os.path.realpath(KIT_ROOT))
     hidden = []
+    if any(folder == kit or folder in kit.parents for folder in bound):
+        hidden += [kit / name for name in _KIT_PRIVATE if (kit / name).is_dir()]
     for entry in [*sys.path, site.getusersitepackages() if site.ENABLE_USER_SITE else ""]:
         candidate = Path(os.path.realpath(entry or ".")) / GRADER_DIR.name
-        if entry and (candidate / "sandbox.py").is_file() and candidate != Path(os.path.realpath(GRADER_DIR)):
-            hidden.append(candidate)  # ours by content: the installed package carries this very file
-    return list(dict.fromkeys(hidden))
+        if entry and (candidate / "sandbox.py").is_file():  # ours by content: it carries this very file
+            hidden.append(candidate)
+    return [folder for folder in dict.fromkeys(hidden) if any(b == folder or b in folder.parents for b in bound)]
 
 
 def _namespaces() -> list[str]:
@@ -223,7 +234,7 @@ def bwrap_argv(
         args += ["--ro-bind", str(host), inside]
     for path in python_paths():
         args += ["--ro-bind", str(path), str(path)]
-    for folder in _hidden_kit_folders():
+    for folder in _hidden_kit_folders(list(python_paths())):
         args += ["--tmpfs", str(folder), "--remount-ro", str(folder)]
     args += ["--ro-bind", os.path.realpath(SRC_DIR), os.path.realpath(SRC_DIR)]
     for path in mounts.readonly:

@@ -26,13 +26,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from grader.convolution import HIDDEN_SEED_FILE
-from grader.release import BEGIN_SOLUTION, REPO_ROOT, release
+from grader.paths import HIDDEN_SEED_FILE, KIT_ROOT, SOLUTIONS_DIR, STUDENT_DIR
+from grader.release import BEGIN_SOLUTION, release
 
 __all__ = ["MARKER", "SHIPPED", "ReleaseError", "leaks", "write_student_repo"]
 
 SHIPPED = ["src", "grader", "pyproject.toml", "noxfile.py", "data/README.md", ".gitignore"]
-STUDENT_FILES = REPO_ROOT / "student"
+STUDENT_FILES = STUDENT_DIR
 MARKER = ".kit-release.json"
 _SKIPPED = ["__pycache__", "*.pyc", "*.egg-info", HIDDEN_SEED_FILE.name, ".ipynb_checkpoints"]
 
@@ -93,12 +93,12 @@ def leaks(target: Path, solutions_dir: Path) -> list[str]:
 
 def _kit_commit() -> str | None:
     done = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ["git", "-C", str(KIT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     )
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def write_student_repo(target: Path, *, solutions_dir: Path = REPO_ROOT / "solutions") -> list[Path]:
+def write_student_repo(target: Path, *, solutions_dir: Path = SOLUTIONS_DIR) -> list[Path]:
     """Write the student repository tree into ``target``; returns the files written.
 
     Raises:
@@ -106,14 +106,14 @@ def write_student_repo(target: Path, *, solutions_dir: Path = REPO_ROOT / "solut
             or the seed (it is then removed again).
         MarkerError: a solution notebook's markers are malformed (see `grader.release`).
     """
-    target, root = Path(target).resolve(), REPO_ROOT.resolve()
+    target, root = Path(target).resolve(), KIT_ROOT.resolve()
     if (target == root or root in target.parents) and target.relative_to(root).parts[:1] != ("out",):
         raise ReleaseError(
             f"{target} is inside the instructor repository; write the student repository elsewhere or under out/"
         )
     _prepare(target)
     for name in SHIPPED:
-        source = REPO_ROOT / name
+        source = KIT_ROOT / name
         if source.exists():
             _copy(source, target / name)
     for source in sorted(STUDENT_FILES.rglob("*")):

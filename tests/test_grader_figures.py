@@ -105,7 +105,7 @@ class TinyTest:
 def grid(test, titles, images=None):
     fig, axes = plt.subplots(2, 3)
     for i, ax in enumerate(axes.flat):
-        picture = test.images[i, 0] if images is None else images[i]
+        picture = test.images[i, 0].numpy() if images is None else images[i]
         ax.imshow(picture, cmap="gray")
         ax.set_title(titles[i])
     return fig

@@ -68,7 +68,7 @@ def test_hidden_seed_and_solutions_never_reach_the_student_repo(tmp_path, monkey
         shutil.copytree(REPO / name, kit / name, ignore=shutil.ignore_patterns("__pycache__"))
     (kit / "grader" / "hidden_seed.txt").write_text("123456789\n")
     (kit / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    monkeypatch.setattr(student_repo, "REPO_ROOT", kit)
+    monkeypatch.setattr(student_repo, "KIT_ROOT", kit)
     target = _release(tmp_path / "student")
     assert (target / "grader" / "cli.py").is_file()
     assert not (target / "grader" / "hidden_seed.txt").exists()
