@@ -597,7 +597,7 @@ def loss_plot(ctx: Context) -> Outcome:
     """A plot of the loss by epoch, whose points are the Trainer's history."""
     if ctx.notebook is None:
         return failed("no notebook to look for the plot in.")
-    answer = ctx.ask("training_facts", model_name="model")
+    answer = ctx.ask("training_facts")
     if not answer.ok:
         return error(ctx.kernel_problem(answer))
     histories = [t["history"] for t in answer.value["trainers"] if (t.get("epochs") or 0) > 0]

@@ -293,30 +293,24 @@ def _history(trainer):
     return out
 
 
-def training_facts(ns, model_name):
-    """The notebook's `src.engine.Trainer` objects: what each trained and its history."""
-    model = ns.get(model_name)
-    trainers = []
-    for name, trainer in _trainers(ns):
-        trained = getattr(trainer, "model", None)
-        try:
-            steps_per_epoch = len(trainer.train_loader)
-        except Exception:
-            steps_per_epoch = None
-        trainers.append(
-            {
-                "name": name,
-                "epochs": _as_int(getattr(trainer, "epoch", None)),
-                "steps": _as_int(getattr(trainer, "step", None)),
-                "steps_per_epoch": steps_per_epoch,
-                "trains_model": model is not None and trained is model,
-                "trains_part_of_model": model is not None
-                and trained is not None
-                and any(trained is module for module in getattr(model, "modules", lambda: [])()),
-                "history": _history(trainer),
-            }
-        )
-    return {"trainers": trainers}
+def _trainer_facts(name, trainer):
+    """What a Trainer did: its optimizer steps, epochs, batches per epoch, per-epoch history."""
+    try:
+        steps_per_epoch = len(trainer.train_loader)
+    except Exception:
+        steps_per_epoch = None
+    return {
+        "name": name,
+        "epochs": _as_int(getattr(trainer, "epoch", None)),
+        "steps": _as_int(getattr(trainer, "step", None)),
+        "steps_per_epoch": steps_per_epoch,
+        "history": _history(trainer),
+    }
+
+
+def training_facts(ns):
+    """The notebook's `src.engine.Trainer` objects and what each did."""
+    return {"trainers": [_trainer_facts(name, trainer) for name, trainer in _trainers(ns)]}
 
 
 def _scheduler_part(part):
@@ -357,22 +351,7 @@ def scheduler_facts(ns, name):
     )
     is_chain = isinstance(scheduler, chains)
     parts = list(getattr(scheduler, "_schedulers", []) or []) if is_chain else [scheduler]
-    users = []
-    for trainer_name, trainer in _trainers(ns):
-        if getattr(trainer, "scheduler", None) is scheduler:
-            try:
-                steps_per_epoch = len(trainer.train_loader)
-            except Exception:
-                steps_per_epoch = None
-            users.append(
-                {
-                    "name": trainer_name,
-                    "steps": _as_int(getattr(trainer, "step", None)),
-                    "epochs": _as_int(getattr(trainer, "epoch", None)),
-                    "steps_per_epoch": steps_per_epoch,
-                    "history": _history(trainer),
-                }
-            )
+    users = [_trainer_facts(name, trainer) for name, trainer in _trainers(ns) if getattr(trainer, "scheduler", None) is scheduler]
     sequential = getattr(scheduler, "_milestones", None)
     return {
         "defined": True,

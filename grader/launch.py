@@ -9,14 +9,18 @@ path (``-I -S``: no site, no environment, no current folder on ``sys.path``).
 """
 
 import os
-import resource
 import sys
 
+try:
+    import resource
+except ImportError:  # Windows: no rlimits; the grader's watchdog is all there is
+    resource = None
+
 RLIMITS = {
-    "cpu": resource.RLIMIT_CPU,  # seconds of CPU time per process
-    "fsize": resource.RLIMIT_FSIZE,  # bytes per file written
-    "core": resource.RLIMIT_CORE,  # no core dumps
-    "nproc": resource.RLIMIT_NPROC,  # processes of this user (the fallback where no pids cgroup)
+    "cpu": "RLIMIT_CPU",  # seconds of CPU time per process
+    "fsize": "RLIMIT_FSIZE",  # bytes per file written
+    "core": "RLIMIT_CORE",  # no core dumps
+    "nproc": "RLIMIT_NPROC",  # processes of this user (the fallback where no pids cgroup)
 }
 
 
@@ -32,11 +36,14 @@ def main(argv):
                 handle.write(str(os.getpid()))
         elif flag == "--rlimit":
             name, number = value.split("=", 1)
+            kind = getattr(resource, RLIMITS[name], None) if resource is not None else None
+            if kind is None:
+                continue
             limit = int(number)
-            soft, hard = resource.getrlimit(RLIMITS[name])
+            soft, hard = resource.getrlimit(kind)
             if hard != resource.RLIM_INFINITY:
                 limit = min(limit, hard)
-            resource.setrlimit(RLIMITS[name], (limit, limit))
+            resource.setrlimit(kind, (limit, limit))
         elif flag == "--env":
             key, _, text = value.partition("=")
             env[key] = text
