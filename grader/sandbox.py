@@ -128,17 +128,21 @@ def python_paths() -> tuple[Path, ...]:
     inside the kit is kept, and so is a prefix that holds the kit (``pip install .`` puts it in
     ``site-packages``): `bwrap_argv` then hides the kit's own folders in it.
     """
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    candidates.append(str(Path(os.path.realpath(sys.executable)).parents[1]))
-    candidates += [entry for entry in sys.path if entry]
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    prefixes.append(str(Path(os.path.realpath(sys.executable)).parents[1]))
+    entries = [entry for entry in sys.path if entry]
     if site.ENABLE_USER_SITE:
-        candidates.append(site.getusersitepackages())
+        entries.append(site.getusersitepackages())
     kit = Path(os.path.realpath(KIT_ROOT))
+    kept_prefixes = [Path(os.path.realpath(p)) for p in prefixes]
     found: list[Path] = []
-    for candidate in candidates:
+    for candidate in [*prefixes, *entries]:
         path = Path(os.path.realpath(candidate))
         if not path.is_dir() or path == Path("/") or path == kit:
             continue
+        in_kit = kit in path.parents
+        if in_kit and not any(path == p or p in path.parents for p in kept_prefixes):
+            continue  # a folder of the kit on sys.path (tests/ under pytest): not the environment
         if any(str(path).startswith(system + "/") or str(path) == system for system in _SYSTEM_DIRS):
             continue  # bound with the system
         found.append(path)
