@@ -22,12 +22,17 @@ __all__ = ["ASSIGNMENTS", "GENERIC", "Assignment", "CheckDef", "find_assignment"
 
 @dataclass(frozen=True)
 class CheckDef:
-    """A check as graded: stable name, one-line title, points, and the function that decides."""
+    """A check as graded: stable name, one-line title, points, and the function that decides.
+
+    ``manual_points``: points an instructor gives by reading the answer (`grader.manual`), on
+    top of the automatic ``points``; for written answers.
+    """
 
     name: str
     title: str
     points: float
     run: Callable[[Context], Outcome]
+    manual_points: float = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class Assignment:
     @property
     def max_points(self) -> float:
         return sum(check.points for check in self.checks)
+
+    @property
+    def max_manual(self) -> float:
+        return sum(check.manual_points for check in self.checks)
 
     @property
     def stem(self) -> str:
@@ -191,11 +200,14 @@ TRANSFER = Assignment(
             partial(checks.backbone_pretrained, artifact=RESNET_MODEL),
         ),
         *_shown_and_measured(RESNET_MODEL, kind="transfer", metric_points=2),
+        # 2.6, the seed's written question: 3 points the instructor gives by reading it (one for
+        # comparing the numbers correctly, one for a cause of the difference, one for a fix).
         CheckDef(
             "comparison",
             "Written comparison of the two models (read by the instructor)",
             0,
             partial(checks.written_answer, template=ASSIGNMENTS_DIR / "03_transfer_resnet18.ipynb"),
+            manual_points=3,
         ),
     ),
 )

@@ -33,6 +33,7 @@ from typing import Any
 
 from grader.assignments import ASSIGNMENTS
 from grader.grade import GradeOptions, grade_submissions, unique_names
+from grader import manual as manual_points
 from grader.report import atomic_write, gradebook_csv, gradebook_row, write_reports
 from grader.results import SubmissionResult
 
@@ -204,8 +205,9 @@ def default_jobs(memory_gib: float) -> int:
 
 
 def _write(result: SubmissionResult, item: BatchItem) -> dict[str, str]:
-    write_reports(result, item.out_dir, gradebook=False, extra={"fingerprint": item.fingerprint})
-    return gradebook_row(result)
+    store = manual_points.load_store(item.out_dir.parent)  # a re-graded answer keeps its manual points
+    write_reports(result, item.out_dir, gradebook=False, extra={"fingerprint": item.fingerprint}, store=store)
+    return gradebook_row(result, store)
 
 
 def _failed_result(item: BatchItem, message: str) -> SubmissionResult:
@@ -273,7 +275,7 @@ def run_batch(
         previous = None if force else _previous(item)
         if previous is not None:
             batch.skipped.append(item.name)
-            batch.rows[item.name] = gradebook_row(previous)
+            batch.rows[item.name] = gradebook_row(previous, manual_points.load_store(out))
         else:
             pending.append(item)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +290,7 @@ def run_batch(
     def finished(item: BatchItem, row: dict[str, str]) -> None:
         batch.rows[item.name] = row
         batch.graded.append(item.name)
-        rebuild_summaries(out)
+        rebuild_summaries(out, log=say)
         bar.write_out(  # results on stdout; steps and progress on stderr
             f"{item.name}: {row['points']} / {row['max_points']} points ({row['percent'] or '-'}%) in "
             f"{row['seconds']} s" + ("; GRADER ERROR, see its report" if row["status"] == "grader_error" else "")
@@ -302,7 +304,7 @@ def run_batch(
             _run_in_workers(pending, options, jobs, finished, say)
     finally:
         bar.close()
-        rebuild_summaries(out)
+        rebuild_summaries(out, log=say)
     batch.elapsed = time.monotonic() - start
     return batch
 
@@ -421,24 +423,46 @@ def _read_result(path: Path) -> dict[str, Any] | None:
     return cached[1]
 
 
-def _results(out: Path) -> list[dict[str, Any]]:
+def results_in(out: Path) -> list[dict[str, Any]]:
+    """Every complete result (``*/result.json``) in a report folder."""
     return [data for path in sorted(out.glob(f"*/{RESULT}")) if (data := _read_result(path)) is not None]
 
 
-def rebuild_summaries(out: Path) -> tuple[Path, Path]:
-    """Write ``gradebook.csv`` and ``overview.md`` in ``out`` from its ``*/result.json``."""
-    results = _results(out)
-    atomic_write(out / GRADEBOOK, gradebook_csv([gradebook_row(data) for data in results]))
-    atomic_write(out / OVERVIEW, overview_markdown(results))
+def rebuild_summaries(out: Path, *, log: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+    """Write ``gradebook.csv``, ``overview.md`` and ``answers.csv`` in ``out`` from its
+    ``*/result.json`` and its recorded manual points.
+
+    ``answers.csv`` is left alone when it holds points not recorded yet (an instructor's edits):
+    `log` says so, once.
+    """
+    results = results_in(out)
+    store = manual_points.load_store(out)
+    atomic_write(out / GRADEBOOK, gradebook_csv([gradebook_row(data, store) for data in results]))
+    atomic_write(out / OVERVIEW, overview_markdown(results, store))
+    answers = out / manual_points.ANSWERS
+    pending = manual_points.unrecorded(answers, store) if answers.is_file() else 0
+    if pending:
+        if log is not None and out not in _WARNED:
+            _WARNED.add(out)
+            log(
+                f"{answers} holds {pending} score(s) not recorded yet, so it is left as it is: run "
+                f"`python -m grader manual {out}` to record them (it writes the file again)"
+            )
+    elif any(manual_points.states(data, store) for data in results):
+        atomic_write(answers, manual_points.answers_csv(results, store))
     return out / GRADEBOOK, out / OVERVIEW
+
+
+_WARNED: set[Path] = set()
 
 
 def _bar(count: int, largest: int, width: int = 30) -> str:
     return "█" * (round(width * count / largest) if largest else 0)
 
 
-def overview_markdown(results: list[dict[str, Any]]) -> str:
-    """The class at a glance: score distribution, points per notebook, the checks most often failed."""
+def overview_markdown(results: list[dict[str, Any]], store: dict[str, Any] | None = None) -> str:
+    """The class at a glance: score distribution, points per notebook, the checks most often
+    failed, the written answers and their manual points."""
     lines = ["# Class overview", ""]
     if not results:
         return "\n".join(lines + ["No graded submission yet.", ""])
@@ -500,9 +524,17 @@ def overview_markdown(results: list[dict[str, Any]]) -> str:
             lines.append(f"| {notebook} | {title} | {share} | {example} |")
     else:
         lines.append("Every automatic check passed in every submission.")
-    manual = sum(1 for r in results for n in r.get("notebooks") or [] for c in n.get("checks") or [] if c.get("manual"))
-    if manual:
-        lines += ["", f"📝 {manual} written answer(s) are left for the instructor to read (see each report.md)."]
+    written = [state for r in results for state in manual_points.states(r, store or {}).values()]
+    if written:
+        counts = Counter(state.status for state in written)
+        scored = [state.points for state in written if state.status == "scored"]
+        lines += ["", "## Written answers (manual points)", ""]
+        lines.append(
+            f"{len(written)} answers: {counts['scored']} scored, {counts['to read']} to read, "
+            f"{counts['changed']} changed since scored, {counts['no answer']} empty"
+            + (f"; mean {statistics.fmean(scored):.1f} / {written[0].max_points:g} over the scored ones" if scored else "")
+            + f". Fill in `{manual_points.ANSWERS}` and run `python -m grader manual` on this folder."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -546,5 +578,13 @@ def merge(sources: list[Path], out: Path) -> list[str]:
         if target.resolve() != folder.resolve():
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(folder, target)
+    # Manual points recorded in a shard's folder come along (those of the kept result).
+    store = manual_points.load_store(out)
+    for source in map(Path, sources):
+        for submission, scores in manual_points.load_store(source).items():
+            if submission in chosen and chosen[submission][1].parent.resolve() == source.resolve():
+                store.setdefault(submission, {}).update(scores)
+    if store:
+        atomic_write(out / manual_points.STORE, json.dumps(store, indent=2, ensure_ascii=False) + "\n")
     rebuild_summaries(out)
     return warnings

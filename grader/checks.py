@@ -48,6 +48,7 @@ class Outcome:
     message: str
     fraction: float = 1.0
     manual: bool = False
+    answer: str = ""  # a written answer's text, for the instructor (`grader.manual`)
 
 
 def passed(message: str) -> Outcome:
@@ -637,6 +638,7 @@ def image_grid(ctx: Context, *, artifact: str, kind: str) -> Outcome:
 # ------------------------------------------------------------------------------- written answers
 
 
+MAX_ANSWER_CHARS = 20_000
 ANSWER_HEADING = r"размышл|сравн|compar"  # the heading of the written comparison, when no template says
 
 
@@ -678,7 +680,11 @@ def written_answer(ctx: Context, *, template: Path | None, keywords: str = ANSWE
     excerpt = " ".join(words)
     excerpt = excerpt if len(excerpt) <= 300 else excerpt[:297] + "..."
     return Outcome(
-        "skipped", f"for the instructor to read ({len(words)} words after cell {start}): {excerpt}", 0.0, manual=True
+        "skipped",
+        f"for the instructor to read ({len(words)} words after cell {start}): {excerpt}",
+        0.0,
+        manual=True,
+        answer=text.strip()[:MAX_ANSWER_CHARS],
     )
 
 

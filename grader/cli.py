@@ -3,6 +3,7 @@
     python -m grader grade [PATH ...]      grade submissions (folders, class folders or notebooks);
                                            default solutions/ (assignments/ in a student repository)
     python -m grader merge SOURCE... --out DIR  merge the reports of several shards
+    python -m grader manual OUT            record the manual points of the filled-in OUT/answers.csv
     python -m grader check NOTEBOOK        a student's self-check: visible cases only
     python -m grader release               write assignments/ from solutions/
 
@@ -169,8 +170,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(pr, cell=Limits.cell_timeout, notebook=Limits.timeout)
     pr.set_defaults(func=_cmd_pr)
 
+    manual = commands.add_parser(
+        "manual",
+        help="record the manual points of written answers from the filled-in answers.csv",
+        description="Read OUT/answers.csv (written by `grade`, with its points column filled in by you), "
+        "check every filled row (known submission and question, a number from 0 to the question's "
+        "points, an answer that has not changed since), record the points in OUT/manual.json, and "
+        "write the gradebook, the overview, answers.csv and each report.md again. Nothing is "
+        "recorded when a row is wrong: each wrong row is named with its line (exit 2).",
+    )
+    manual.add_argument("out", type=Path, metavar="OUT", help="the report folder of `grade` (or `merge`)")
+    manual.add_argument("--answers", type=Path, default=None, help="the filled-in file (default: OUT/answers.csv)")
+    manual.set_defaults(func=_cmd_manual)
+
     _add_release(commands)
     return parser
+
+
+def _cmd_manual(args: argparse.Namespace) -> int:
+    from grader import manual
+
+    try:
+        counts = manual.apply(args.out, args.answers)
+    except FileNotFoundError as error:
+        _log(f"error: {error}")
+        return EXIT_USAGE
+    except manual.ManualError as error:
+        for problem in error.problems:
+            _log(f"error: {problem}")
+        _log("nothing was recorded: correct those rows and run the command again")
+        return EXIT_USAGE
+    print(
+        f"recorded {counts['recorded']} score(s); {counts['scored']} answers scored, {counts['to read']} still "
+        f"to read, {counts['changed']} changed since scored. gradebook: {args.out / 'gradebook.csv'}",
+        flush=True,
+    )
+    return EXIT_OK
 
 
 def _cmd_pr(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ kernel is a graded result. Only a fault of the grader itself is recorded, as ``g
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import tempfile
 import time
@@ -149,8 +151,12 @@ def _prepare(assignments: list[Assignment]) -> _Prepared:
 _UNREADABLE = {"missing": "is missing", "invalid": "could not be read"}
 
 
+_NUMBER = re.compile(r"\d+[.,]\d+\s*%?|\d+\s*%")
+
+
 def _check_result(check: CheckDef, outcome: Outcome) -> CheckResult:
     points = check.points * outcome.fraction if outcome.status == "passed" else 0.0
+    answer = outcome.answer if check.manual_points else ""
     return CheckResult(
         name=check.name,
         title=check.title,
@@ -159,6 +165,11 @@ def _check_result(check: CheckDef, outcome: Outcome) -> CheckResult:
         status=outcome.status,
         message=outcome.message,
         manual=outcome.manual,
+        manual_max=check.manual_points,
+        answer=answer,
+        # Whitespace folded: re-saving a notebook must not make a scored answer look changed.
+        answer_sha=hashlib.sha256(" ".join(answer.split()).encode()).hexdigest() if answer else "",
+        numbers=list(dict.fromkeys(n.replace(" ", "") for n in _NUMBER.findall(answer)))[:30],
     )
 
 

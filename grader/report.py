@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from grader.manual import ManualState, key, states
 from grader.results import CheckResult, NotebookResult, SubmissionResult, to_dict
 
 __all__ = [
@@ -66,7 +67,10 @@ def _weights_line(result: SubmissionResult) -> str | None:
     return f"ResNet-18 weights: {kind}, sha256 `{info.get('sha256')}`"
 
 
-def _notebook_markdown(notebook: NotebookResult) -> list[str]:
+Manual = dict[str, ManualState]  # question key -> state (`grader.manual.states`)
+
+
+def _notebook_markdown(notebook: NotebookResult, manual: Manual) -> list[str]:
     lines = [f"## {notebook.name}: {_points(notebook.points)} / {_points(notebook.max_points)}", ""]
     execution = notebook.execution
     if execution is not None and execution.readable:
@@ -82,22 +86,39 @@ def _notebook_markdown(notebook: NotebookResult) -> list[str]:
     for warning in execution.warnings if execution else []:
         lines += [f"> Note: {warning}", ""]
     for check in notebook.checks:
-        lines += _check_markdown(check)
+        lines += _check_markdown(check, manual.get(key(notebook.name, check.name)))
     return lines
 
 
-def _check_markdown(check: CheckResult) -> list[str]:
+def _check_markdown(check: CheckResult, manual: ManualState | None) -> list[str]:
     icon = "📝" if check.manual else _ICONS[check.status]
-    points = f"{_points(check.points)} / {_points(check.max_points)}" if check.max_points else "no points"
+    if manual is not None:
+        points = manual.describe()
+    else:
+        points = f"{_points(check.points)} / {_points(check.max_points)}" if check.max_points else "no points"
     lines = [f"- {icon} **{check.title}** ({points})"]
     if check.message:
         lines.append(f"  {check.message}")
     return lines
 
 
-def to_markdown(result: SubmissionResult) -> str:
-    """What a student reads: each notebook, each check, its points and what to fix."""
-    lines = [f"# {result.name}: {_points(result.points)} / {_points(result.max_points)} points", ""]
+def manual_summary(manual: Manual) -> tuple[float, float]:
+    """(manual points that count, what the written answers are worth)."""
+    return sum(s.points or 0 for s in manual.values()), sum(s.max_points for s in manual.values())
+
+
+def to_markdown(result: SubmissionResult, manual: Manual | None = None) -> str:
+    """What a student reads: each notebook, each check, its points and what to fix.
+
+    Args:
+        result: the graded submission.
+        manual: the written answers' manual points (`grader.manual.states`); default: computed
+            from the result alone (every answer still to be read).
+    """
+    manual = states(to_dict(result), {}) if manual is None else manual
+    given, worth = manual_summary(manual)
+    extra = f" (+ {_points(given)} / {_points(worth)} manual)" if worth else ""
+    lines = [f"# {result.name}: {_points(result.points)} / {_points(result.max_points)} points{extra}", ""]
     lines.append(f"- Kernel: {_sandbox_line(result)}")
     weights = _weights_line(result)
     if weights:
@@ -111,11 +132,12 @@ def to_markdown(result: SubmissionResult) -> str:
         lines.append(f"- **The grader itself failed ({result.grader_error}); these points are incomplete.**")
     lines.append("")
     for notebook in result.notebooks:
-        lines += _notebook_markdown(notebook) + [""]
-    manual = [c for c in result.checks if c.manual]
-    if manual:
+        lines += _notebook_markdown(notebook, manual) + [""]
+    pending = [state for state in manual.values() if state.status in ("to read", "changed")]
+    if pending:
         lines += [
-            f"📝 {len(manual)} answer(s) are left for the instructor to read; they carry no automatic points.",
+            f"📝 {len(pending)} written answer(s) are left for the instructor to read "
+            f"(up to {_points(sum(s.max_points for s in pending))} manual points).",
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
@@ -160,16 +182,27 @@ def to_junit(result: SubmissionResult) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-GRADEBOOK_FIELDS = ["submission", "points", "max_points", "percent", "status", "seconds", "sandboxed", "weights"]
+GRADEBOOK_FIELDS = [
+    "submission", "points", "max_points", "percent", "manual", "manual_max", "manual_status", "total", "total_max",
+    "total_percent", "status", "seconds", "sandboxed", "weights",
+]
 
 
-def gradebook_row(result: SubmissionResult | dict[str, Any]) -> dict[str, str]:
-    """One CSV row: the submission, points per notebook and in total, status, time taken.
+def gradebook_row(result: SubmissionResult | dict[str, Any], store: dict[str, Any] | None = None) -> dict[str, str]:
+    """One CSV row: the submission, automatic points per notebook and in total, manual points
+    (`grader.manual`), the two together, status, time taken.
 
     Args:
         result: a graded submission, or its ``result.json`` (as `to_json` wrote it).
+        store: the recorded manual points (``OUT/manual.json``), or None.
     """
     data = to_dict(result) if isinstance(result, SubmissionResult) else result
+    manual = states(data, store or {})
+    given, worth = manual_summary(manual)
+    counts = {}
+    for state in manual.values():
+        counts[state.status] = counts.get(state.status, 0) + 1
+    manual_status = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     points, max_points = float(data["points"]), float(data["max_points"])
     notebooks = data.get("notebooks") or []
     sandboxes = [n["execution"]["sandbox"] for n in notebooks if n.get("execution") and n["execution"].get("sandbox")]
@@ -179,6 +212,12 @@ def gradebook_row(result: SubmissionResult | dict[str, Any]) -> dict[str, str]:
         "points": _points(points),
         "max_points": _points(max_points),
         "percent": f"{100 * points / max_points:.1f}" if max_points else "",
+        "manual": _points(given) if worth else "",
+        "manual_max": _points(worth) if worth else "",
+        "manual_status": manual_status,
+        "total": _points(points + given),
+        "total_max": _points(max_points + worth),
+        "total_percent": f"{100 * (points + given) / (max_points + worth):.1f}" if max_points + worth else "",
         "status": "grader_error" if data.get("grader_error") else "graded",
         "seconds": f"{float(data.get('elapsed') or 0):.1f}",
         "sandboxed": str(all(s.get("enabled") for s in sandboxes)).lower() if sandboxes else "",
@@ -229,6 +268,7 @@ def write_reports(
     *,
     gradebook: Path | None | Literal[False] = None,
     extra: dict[str, Any] | None = None,
+    store: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``junit.xml`` and then ``result.json`` into ``out_dir``; update the gradebook.
 
@@ -238,16 +278,17 @@ def write_reports(
         gradebook: CSV to update; None means ``out_dir.parent / "gradebook.csv"``; False, none
             (`grader.batch` rebuilds its gradebook from the ``result.json`` files).
         extra: more top-level keys for ``result.json`` (a batch records what it graded).
+        store: the recorded manual points (``OUT/manual.json``), shown in ``report.md``.
 
     Returns:
         The paths written, by kind.
     """
     paths = {"markdown": out_dir / "report.md", "junit": out_dir / "junit.xml", "json": out_dir / "result.json"}
-    atomic_write(paths["markdown"], to_markdown(result))
+    atomic_write(paths["markdown"], to_markdown(result, states(to_dict(result), store or {})))
     atomic_write(paths["junit"], to_junit(result))
     # result.json last: its presence means the submission's reports are complete (batches resume on it).
     atomic_write(paths["json"], to_json(result, extra=extra))
     if gradebook is not False:
         paths["gradebook"] = gradebook or out_dir.parent / "gradebook.csv"
-        update_gradebook(paths["gradebook"], gradebook_row(result))
+        update_gradebook(paths["gradebook"], gradebook_row(result, store))
     return paths

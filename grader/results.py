@@ -22,6 +22,7 @@ __all__ = [
     "SandboxInfo",
     "Status",
     "SubmissionResult",
+    "from_dict",
     "to_dict",
 ]
 
@@ -44,6 +45,10 @@ class CheckResult:
         status: see `Status`.
         message: what was found and, when it failed, what to fix.
         manual: True when a person must read the answer (no automatic points).
+        manual_max: points an instructor may give by reading it (written answers; `grader.manual`).
+        answer: the text the instructor reads (written answers only).
+        answer_sha: sha256 of that text, whitespace folded: manual points stay while it is the same.
+        numbers: the numbers the answer cites, for a quick check against the measured ones.
     """
 
     name: str
@@ -53,6 +58,10 @@ class CheckResult:
     status: Status
     message: str = ""
     manual: bool = False
+    manual_max: float = 0.0
+    answer: str = ""
+    answer_sha: str = ""
+    numbers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -216,3 +225,31 @@ def to_dict(result: Any) -> Any:
     if isinstance(result, dict):
         return {str(key): to_dict(value) for key, value in result.items()}
     return result
+
+
+def from_dict(data: dict[str, Any]) -> SubmissionResult:
+    """A `SubmissionResult` rebuilt from its JSON form (`to_dict`, a ``result.json``), so that a
+    report can be written again later (manual points given after grading)."""
+
+    def build(kind: type, value: Any) -> Any:
+        if value is None:
+            return None
+        names = {f.name for f in dataclasses.fields(kind)}
+        kwargs = {key: item for key, item in value.items() if key in names}
+        for key, nested in _NESTED.get(kind, {}).items():
+            if key in kwargs:
+                item = kwargs[key]
+                kwargs[key] = [build(nested, x) for x in item] if isinstance(item, list) else build(nested, item)
+        for key in ("path", "executed_path"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = Path(kwargs[key])
+        return kind(**kwargs)
+
+    return build(SubmissionResult, data)
+
+
+_NESTED: dict[type, dict[str, type]] = {
+    SubmissionResult: {"notebooks": NotebookResult},
+    NotebookResult: {"checks": CheckResult, "execution": ExecutionResult},
+    ExecutionResult: {"cells": CellRun, "failure": RunFailure, "sandbox": SandboxInfo},
+}
