@@ -392,10 +392,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _add_release(commands: argparse._SubParsersAction) -> None:
-    try:
-        from grader import release as release_module
-    except ImportError:
-        return
     release = commands.add_parser(
         "release",
         help="generate the student notebooks (assignments/) from the solutions",
