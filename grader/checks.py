@@ -89,10 +89,17 @@ class Context:
         return self.run.result.notebook
 
     def ask(self, function: str, **inputs: Any) -> ProbeAnswer:
-        """A probe of the notebook's kernel (`grader.kernel_side`): the notebook's claims."""
+        """A probe of the notebook's kernel (`grader.kernel_side`): the notebook's claims.
+
+        Asked once per notebook: several checks read the same answer (``head_facts``), and a
+        probe that times out should cost its timeout once, not once per check.
+        """
         if self.run.kernel is None:
             return ProbeAnswer(False, error="no kernel survived the run")
-        return self.run.kernel.ask(function, timeout=self.probe_timeout, **inputs)
+        key = f"ask:{function}:{sorted(inputs.items())!r}"
+        if key not in self.cache:
+            self.cache[key] = self.run.kernel.ask(function, timeout=self.probe_timeout, **inputs)
+        return self.cache[key]
 
     def evidence(self, artifact: str, kind: str) -> ModelEvidence:
         """The saved model, verified once per notebook in a confined worker."""

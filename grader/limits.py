@@ -82,12 +82,6 @@ class Limits:
         """CPU time of any one process: the whole notebook's time on every core, and a margin."""
         return int(self.timeout * (os.cpu_count() or 1)) + 120
 
-    def describe(self) -> str:
-        return (
-            f"{self.memory_gib:g} GiB memory, {self.processes} processes, {self.disk_gib:g} GiB disk, "
-            f"{self.cell_timeout:g} s per cell, {self.timeout:g} s per notebook"
-        )
-
 
 @dataclass(frozen=True)
 class Enforcement:
