@@ -14,6 +14,7 @@ behind, the reports on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -33,6 +34,7 @@ from typing import Any
 
 from grader.assignments import ASSIGNMENTS
 from grader.grade import GradeOptions, grade_submissions, unique_names
+from grader.limits import usable_cores
 from grader import manual as manual_points
 from grader.report import atomic_write, gradebook_csv, gradebook_row, write_reports
 from grader.results import SubmissionResult
@@ -109,7 +111,7 @@ def grading_context(options: GradeOptions, out: Path, *, weights: bool = True) -
         options.seed,
         hidden,
         options.only,
-        (limits.cell_timeout, limits.timeout, limits.memory_gib, limits.processes, limits.disk_gib, limits.output_mib),
+        dataclasses.astuple(limits),
     )
     return repr(settings)
 
@@ -188,17 +190,13 @@ def _previous(item: BatchItem) -> dict[str, Any] | None:
     return data
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def default_jobs(memory_gib: float) -> int:
     """How many submissions this machine can grade at once: one per CPU core, as many as the
     available memory holds at ``memory_gib`` per kernel, at least one."""
     import psutil
 
     by_memory = int(psutil.virtual_memory().available / 2**30 // max(memory_gib, 0.1))
-    return max(1, min(_cores(), by_memory))
+    return max(1, min(usable_cores(), by_memory))
 
 
 # ----------------------------------------------------------------------------- grading
@@ -377,7 +375,7 @@ def _run_in_workers(
     finished: Callable[[BatchItem, dict[str, str]], None],
     say: Callable[[str], None],
 ) -> None:
-    threads = max(1, _cores() // jobs)
+    threads = max(1, usable_cores() // jobs)
     todo = list(pending)
     for attempt in (1, 2):  # a worker that dies breaks its pool: one fresh pool for the rest
         context = multiprocessing.get_context("spawn")  # workers start clean: no threads, no zmq state

@@ -230,7 +230,7 @@ def runs(ctx: Context, *, shown: int = 3) -> Outcome:
             "kernel, so what they define is still graded."
         )
     if not problems:
-        return passed(f"all {len(result.cells)} code cells ran without errors in {result.cells_elapsed:.1f} s")
+        return passed(f"all {len(result.cells)} code cells ran without errors")
     return failed(" ".join(problems))
 
 
@@ -238,20 +238,25 @@ def runs(ctx: Context, *, shown: int = 3) -> Outcome:
 
 
 def convolution(ctx: Context, *, spec: conv.ConvSpec) -> Outcome:
-    """The student's own function, re-created from the notebook and run by the grader, matches
-    ``conv2d`` on every case without reaching a library convolution."""
+    """The student's own function, re-created from the notebook and run by the grader where no
+    library convolution exists, matches ``conv2d`` on every case (and, where the task asks for
+    ``unfold``, computes every window at once)."""
     cases, answers = ctx.convolutions()
     cases, answer = cases[spec.name], answers[spec.name]
     name = spec.name
     if answer.cell is None:
-        return failed(ctx.explain_missing(name))
+        return failed(f"{answer.problem}." if answer.problem else ctx.explain_missing(name))
+    if answer.grader_fault:
+        return error(f"`{name}` could not be checked: {answer.problem}; tell your instructor.")
     reached = answer.findings + [f for f in answer.forbidden if f not in answer.findings]
-    hatches = [f for f in reached if "can hide" in f or "guard" in f]
+    hatches = [f for f in reached if "can hide" in f or "put back" in f]
     libraries = [f for f in reached if f not in hatches]
-    if libraries:
+    blocked = any(isinstance(o, str) and conv.BLOCKED_MESSAGE in o for o in answer.outputs)
+    if libraries or blocked:
+        used = ", ".join(libraries[:3]) or "a library convolution"
         return failed(
-            f"`{name}` uses {', '.join(libraries[:3])}: the task is to compute the convolution yourself "
-            "(loops over the output, or unfold and a matrix product); a library convolution gets no points."
+            f"`{name}` uses {used}: the task is to compute the convolution yourself (loops over the output, "
+            "or unfold and a matrix product); a library convolution gets no points, and the grader's runner has none."
         )
     if hatches:
         return failed(
@@ -260,14 +265,16 @@ def convolution(ctx: Context, *, spec: conv.ConvSpec) -> Outcome:
         )
     if answer.problem:
         return failed(f"`{name}` (cell {answer.cell}): {answer.problem}.")
-    if spec.needs_windows and not answer.windows:
-        return failed(
-            f"`{name}` does not build its windows with unfold (torch.nn.functional.unfold or Tensor.unfold), "
-            "as the task asks: im2col, then one matrix product."
-        )
     problems = [conv.compare(case, output) for case, output in zip(cases, answer.outputs)]
     problems += ["no answer"] * (len(cases) - len(problems))
     bad = [problem is not None for problem in problems]
+    large = next((case for case in cases if case.large), None)
+    if spec.needs_windows and large is not None and not answer.windows:
+        return failed(
+            f"`{name}` needed more than {conv.LARGE_CASE_CPU_S:g} CPU-s on the large case ({large.describe()}), "
+            "which one matrix product over the windows answers in a tenth of that: build every window at once "
+            "with unfold (im2col) and multiply once, without a Python loop over the output positions."
+        )
     which = "visible and hidden" if ctx.hidden_seed is not None else "visible"
     if not any(bad):
         return passed(

@@ -4,10 +4,20 @@ A worker (``grader/workers/*.py``) is a standalone script: it reads a request, c
 something the student made (a saved model, convolution functions re-created from the notebook)
 and writes its answers. It runs with the same confinement as a notebook's kernel
 (`grader.sandbox`: no network, only the Python environment, ``src/`` and the files named in the
-request) and within a `grader.limits.ProcessBox` (memory, processes, time). Whatever happens in
-it, a hang, a crash, a memory blow-up, the grader's own process is untouched: it gets a
-`WorkerResult` saying what happened, and reads the answers back as JSON and as tensors through
-``torch.load(weights_only=True)``.
+request) and within a `grader.limits.ProcessBox` (memory, processes, CPU time). Whatever happens
+in it, a hang, a crash, a memory blow-up, the grader's own process is untouched.
+
+Two shapes:
+
+* `run_worker`: one request, one answer (the model worker). The grader gets a `WorkerResult`
+  saying what happened, and reads the answers back as JSON and as tensors through
+  ``torch.load(weights_only=True)``.
+* `Runner`: a process kept to answer requests one at a time (the convolution worker), each within
+  a CPU budget the grader measures from outside. A runner that overran a budget, or that the
+  grader cannot trust any more, is killed and never asked again: the caller starts a fresh one.
+
+Budgets count CPU seconds of the whole box (`grader.limits.ProcessBox.cpu_seconds`); the wall
+clock only backs them up (`grader.limits.WALL_FACTOR` times larger), for a process that waits.
 """
 
 from __future__ import annotations
@@ -25,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.limits import Limits, ProcessBox
+from grader.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
 from grader.paths import KIT_ROOT
 from grader.results import SandboxInfo
 from grader.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
 
-__all__ = ["WorkerResult", "run_worker"]
+__all__ = ["Runner", "RunnerReply", "WorkerResult", "run_worker"]
 
 MAX_ANSWER_BYTES = 256 * 2**20
 
@@ -47,6 +57,7 @@ class WorkerResult:
         log: the end of its stdout and stderr, for the grader's own diagnostics (never for a
             report: a worker may run student code).
         elapsed: seconds.
+        cpu_seconds: CPU time it used.
     """
 
     status: str
@@ -55,12 +66,72 @@ class WorkerResult:
     reason: str = ""
     log: str = ""
     elapsed: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def _read_plain(path: Path) -> bytes | None:
     if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_ANSWER_BYTES:
         return None
     return path.read_bytes()
+
+
+def _spawn(
+    script: Path,
+    request: dict[str, Any],
+    *,
+    name: str,
+    limits: Limits,
+    sandbox: SandboxInfo,
+    inputs: dict[str, Path] | None = None,
+    readonly: tuple[Path, ...] = (),
+    masked: tuple[Path, ...] = (),
+    threads: int | None = None,
+    pass_fds: tuple[int, ...] = (),
+    stdin: Any = subprocess.DEVNULL,
+) -> tuple[subprocess.Popen, ProcessBox, Path]:
+    """Start ``script`` confined: a private folder (mode 0700) with the script, its inputs and
+    ``request.json``; bwrap; a `ProcessBox`. The caller closes the box and removes the folder."""
+    folder = Path(tempfile.mkdtemp(prefix="gw-"))  # private (0700)
+    box: ProcessBox | None = None
+    try:
+        shutil.copy(script, folder / script.name)
+        placed = {}
+        for label, source in (inputs or {}).items():
+            shutil.copyfile(source, folder / label)  # a plain copy: the worker may not reach the original
+            placed[label] = str(folder / label)
+        (folder / "request.json").write_text(json.dumps({**request, "inputs": placed, "kit_root": str(KIT_ROOT)}))
+        argv = [sys.executable, "-I", str(folder / script.name), str(folder / "request.json")]
+        env = {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+            "HOME": SANDBOX_HOME if sandbox.enabled else str(folder),
+            "TMPDIR": "/tmp" if sandbox.enabled else str(folder),
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "MPLBACKEND": "agg",
+            **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+        }
+        threads = threads or threads_per_process()  # never more threads than the cores the grader may use
+        env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+        if sandbox.enabled:
+            argv = bwrap_argv(
+                argv,
+                mounts=Mounts(readonly=list(readonly), writable=[folder], masked=list(masked)),
+                cwd=folder,
+                scratch=folder,
+                tmp_bytes=int(limits.memory_gib * 2**30 / 4),
+            )
+        box = ProcessBox(name, limits, watch_dirs=(folder,))
+        process = subprocess.Popen(
+            box.command(argv, env), cwd=folder, stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, pass_fds=pass_fds,
+        )
+        box.started(process.pid)
+        return process, box, folder
+    except BaseException:
+        if box is not None:
+            box.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def run_worker(
@@ -83,7 +154,7 @@ def run_worker(
         name: a short label (cgroup, messages).
         limits: memory and processes (``limits.memory_gib``), disk of its folder.
         sandbox: confine it (bubblewrap) or not.
-        timeout: seconds for the whole run.
+        timeout: CPU seconds for the whole run (its wall-clock backstop is `WALL_FACTOR` times more).
         inputs: files copied into the worker's folder under the given names (``{"model.pt2": path}``);
             their paths inside are added to the request as ``request["inputs"]``.
         readonly: host files the worker reads in place (data, weights), bound read-only.
@@ -94,39 +165,8 @@ def run_worker(
         A `WorkerResult`; never raises for what the worker did.
     """
     started = time.monotonic()
-    folder = Path(tempfile.mkdtemp(prefix="gw-"))  # private (0700)
-    box: ProcessBox | None = None
+    process, box, folder = _spawn(script, request, name=name, limits=limits, sandbox=sandbox, inputs=inputs, readonly=readonly)
     try:
-        shutil.copy(script, folder / script.name)
-        placed = {}
-        for label, source in (inputs or {}).items():
-            shutil.copyfile(source, folder / label)  # a plain copy: the worker may not reach the original
-            placed[label] = str(folder / label)
-        (folder / "request.json").write_text(json.dumps({**request, "inputs": placed, "kit_root": str(KIT_ROOT)}))
-        argv = [sys.executable, "-I", str(folder / script.name), str(folder / "request.json")]
-        env = {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
-            "HOME": SANDBOX_HOME if sandbox.enabled else str(folder),
-            "TMPDIR": "/tmp" if sandbox.enabled else str(folder),
-            "LANG": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-            "MPLBACKEND": "agg",
-            **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
-        }
-        if sandbox.enabled:
-            argv = bwrap_argv(
-                argv,
-                mounts=Mounts(readonly=list(readonly), writable=[folder]),
-                cwd=folder,
-                scratch=folder,
-                tmp_bytes=int(limits.memory_gib * 2**30 / 4),
-            )
-        box = ProcessBox(name, limits, watch_dirs=(folder,))
-        process = subprocess.Popen(
-            box.command(argv, env), cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        box.started(process.pid)
         status, reason, log = _wait(process, box, folder, timeout=timeout, stop=stop)
         result = WorkerResult(status, reason=reason, log=log)
         raw = _read_plain(folder / "answers.json")
@@ -147,37 +187,51 @@ def run_worker(
                 result.tensors = loaded if isinstance(loaded, dict) else {}
             except Exception:
                 result.tensors = {}
+        result.cpu_seconds = box.cpu_seconds()
         result.elapsed = time.monotonic() - started
         return result
     finally:
-        if box is not None:
-            box.close()
+        box.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Tail(threading.Thread):
+    """Drains a process's output while it runs (a full pipe would block it), keeping the end."""
+
+    def __init__(self, stream: Any, size: int = 8192) -> None:
+        super().__init__(daemon=True, name="worker-output")
+        self.stream, self.size, self.tail = stream, size, bytearray()
+
+    def run(self) -> None:
+        for chunk in iter(lambda: self.stream.read1(65536), b""):
+            self.tail.extend(chunk)
+            del self.tail[: -self.size]
+
+    def text(self) -> str:
+        return bytes(self.tail).decode(errors="replace")
 
 
 def _wait(
     process: subprocess.Popen, box: ProcessBox, folder: Path, *, timeout: float, stop: Callable[[Path], str | None] | None
 ) -> tuple[str, str, str]:
-    """Wait for the worker; kill it on timeout, on ``stop``, or when the box killed it.
+    """Wait for the worker; kill it past its CPU budget or its wall-clock backstop, on ``stop``,
+    or when the box killed it.
 
     Returns:
         ``(status, reason, the end of its output)``.
     """
-    # Drain its output while it runs (a full pipe would block it); keep the end only.
-    tail = bytearray()
-
-    def drain() -> None:
-        for chunk in iter(lambda: process.stdout.read1(65536), b""):
-            tail.extend(chunk)
-            del tail[:-8192]
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
+    tail = _Tail(process.stdout)
+    tail.start()
+    start_cpu = box.cpu_seconds()
+    deadline = time.monotonic() + timeout * WALL_FACTOR
     status, reason = "ok", ""
     while process.poll() is None:
+        used = box.cpu_seconds() - start_cpu
+        if used > timeout:
+            status, reason = "timeout", f"used more than its {timeout:g} CPU-s"
+            break
         if time.monotonic() > deadline:
-            status, reason = "timeout", f"no answer within {timeout:g} s"
+            status, reason = "timeout", f"no answer within {timeout * WALL_FACTOR:g} s while using {used:.0f} CPU-s"
             break
         if stop is not None:
             why = stop(folder)
@@ -188,11 +242,167 @@ def _wait(
     if status != "ok":
         box.kill()
     process.wait()
-    reader.join(timeout=5)
+    tail.join(timeout=5)
     if status == "ok" and process.returncode != 0:
         status = "died"
         reason = box.reason() or _exit_reason(process.returncode)
-    return status, reason, bytes(tail).decode(errors="replace")
+    return status, reason, tail.text()
+
+
+@dataclass
+class RunnerReply:
+    """One answer of a `Runner`.
+
+    Attributes:
+        status: ``ok`` (a message came), ``timeout`` (over its CPU budget or its wall-clock
+            backstop: the runner was killed), ``died`` (it ended without answering).
+        message: the JSON object it sent (``ok`` only); the runner may run student code, so
+            nothing in it is trusted beyond its shape.
+        cpu_seconds: CPU time the runner used between the request and the answer.
+        reason: why there is no message.
+    """
+
+    status: str
+    message: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    reason: str = ""
+
+
+class Runner:
+    """A confined worker that answers requests one at a time, each within a CPU budget.
+
+    Requests are lines on its stdin (and files the caller puts in `folder` first); answers are
+    JSON lines on a pipe of their own (its file descriptor is ``request["reply_fd"]``), so that
+    what the code it runs prints cannot be taken for an answer. After a ``timeout`` or ``died``
+    the runner is closed and must not be used again.
+
+    Args:
+        script, request, name, limits, sandbox, inputs, readonly: as for `run_worker`.
+        masked: host folders hidden in its sandbox (replaced by empty ones).
+        threads: CPU threads its libraries may start (``OMP_NUM_THREADS``...).
+    """
+
+    MAX_LINE = 64 * 2**10
+
+    def __init__(
+        self,
+        script: Path,
+        request: dict[str, Any],
+        *,
+        name: str,
+        limits: Limits,
+        sandbox: SandboxInfo,
+        inputs: dict[str, Path] | None = None,
+        readonly: tuple[Path, ...] = (),
+        masked: tuple[Path, ...] = (),
+        threads: int = 1,
+    ) -> None:
+        read_end, write_end = os.pipe()
+        try:
+            self.process, self.box, self.folder = _spawn(
+                script, {**request, "reply_fd": write_end}, name=name, limits=limits, sandbox=sandbox,
+                inputs=inputs, readonly=readonly, masked=masked, threads=threads, pass_fds=(write_end,),
+                stdin=subprocess.PIPE,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._replies = os.fdopen(read_end, "rb", buffering=0)
+        self._lines: list[bytes] = []
+        self._buffer = bytearray()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True, name=f"runner-{name}")
+        self._reader.start()
+        self._tail = _Tail(self.process.stdout)
+        self._tail.start()
+        self.closed = False
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = self._replies.read(65536)
+            except OSError:
+                chunk = b""
+            with self._lock:
+                if not chunk:
+                    self._lines.append(b"")  # end of answers
+                    self._ready.set()
+                    return
+                self._buffer.extend(chunk)
+                while b"\n" in self._buffer:
+                    line, _, rest = bytes(self._buffer).partition(b"\n")
+                    self._buffer = bytearray(rest)
+                    self._lines.append(line[: self.MAX_LINE] or b"{}")
+                if len(self._buffer) > self.MAX_LINE:  # a line without end: cut, never grow
+                    self._lines.append(bytes(self._buffer[: self.MAX_LINE]))
+                    self._buffer.clear()
+                if self._lines:
+                    self._ready.set()
+
+    def send(self, line: str) -> None:
+        """Write one request line (the runner may have ended: then the next `receive` says so)."""
+        try:
+            self.process.stdin.write(line.encode() + b"\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def receive(self, *, cpu_budget: float, wall_budget: float | None = None) -> RunnerReply:
+        """The next answer, waiting at most ``cpu_budget`` CPU seconds of the runner (and
+        ``wall_budget`` seconds, default `WALL_FACTOR` times the CPU budget)."""
+        if self.closed:
+            return RunnerReply("died", reason="the runner was closed")
+        start_cpu = self.box.cpu_seconds()
+        wall = wall_budget if wall_budget is not None else cpu_budget * WALL_FACTOR
+        deadline = time.monotonic() + wall
+        while True:
+            with self._lock:
+                line = self._lines.pop(0) if self._lines else None
+                if not self._lines:
+                    self._ready.clear()
+            used = self.box.cpu_seconds() - start_cpu
+            if line is not None:
+                if line == b"":
+                    self.process.wait()
+                    reason = self.box.reason() or _exit_reason(self.process.returncode)
+                    self.close()
+                    return RunnerReply("died", cpu_seconds=used, reason=reason)
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                return RunnerReply("ok", message if isinstance(message, dict) else {}, cpu_seconds=used)
+            if used > cpu_budget:
+                self.close()
+                return RunnerReply("timeout", cpu_seconds=used, reason=f"used more than {cpu_budget:g} CPU-s")
+            if time.monotonic() > deadline:
+                self.close()
+                return RunnerReply("timeout", cpu_seconds=used, reason=f"no answer within {wall:g} s")
+            self._ready.wait(0.02)
+
+    @property
+    def log(self) -> str:
+        """The end of what the runner printed, for the grader's own diagnostics (never a report)."""
+        return self._tail.text()
+
+    def close(self) -> None:
+        """Kill the runner and everything it started, remove its folder. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.box.close()
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self.process.wait()
+        self._reader.join(timeout=5)
+        self._tail.join(timeout=5)
+        self._replies.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _exit_reason(code: int) -> str:

@@ -11,10 +11,17 @@ stride 2 or only for several input channels is named as such.
 
 The student's functions are not called in the student's kernel: `verify_convolutions` re-creates
 them from the notebook's source (`grader.recreate`) and calls them in a fresh confined process
-(`grader.workers.conv_worker`), under a guard that records what they reach. Their outputs are
-compared here, in the grader's process. A message about a hidden case says which case (shapes,
-stride, padding) and the kind of failure, never a number or a text the student's code produced:
-a function could otherwise spell its hidden inputs into the report.
+(`grader.workers.conv_worker`) where no library convolution exists and no thread or process can
+be started. The cases are sent one at a time, the public ones first; each call has a CPU budget
+the grader measures from outside, and a runner that overran one is never used again (the case is
+tried once more in a fresh one before it counts as "did not return"). The outputs are compared
+here, in the grader's process, which runs no student code. A message about a hidden case says
+which case (its shapes) and one of a fixed set of outcomes, never a number or a text the
+student's code produced: a function could otherwise spell its hidden inputs into the report.
+
+The function that must use ``unfold`` (`ConvSpec.vectorized`) also gets one large public case
+that it must answer within `LARGE_CASE_CPU_S`: one matrix product over the unfolded windows takes
+a tenth of that, a Python loop over the output positions several times more.
 """
 
 from __future__ import annotations
@@ -22,12 +29,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.paths import CONV_WORKER, HIDDEN_SEED_FILE
+from grader.paths import HIDDEN_SEED_FILE
 
 if TYPE_CHECKING:  # torch is imported where it is used: `grader` must start fast without it
     import torch
@@ -43,6 +49,7 @@ __all__ = [
     "cases_for",
     "compare",
     "diagnose",
+    "large_case",
     "make_cases",
     "reference",
     "resolve_hidden_seed",
@@ -51,7 +58,18 @@ __all__ = [
 
 PUBLIC_SEED = 20240901
 HIDDEN_SEED_ENV = "GRADER_HIDDEN_SEED"
-FUNCTION_BUDGET_S = 60.0  # one function on all its cases, in the worker
+
+# CPU-second budgets, measured by the grader from outside the runner (`grader.confined.Runner`).
+START_CPU_S = 120.0  # the runner's start: Python, torch, the warm-up
+LOAD_CPU_S = 60.0  # the notebook's definitions (module-level code)
+CALL_CPU_S = 10.0  # one call on one case; the reference solutions need milliseconds
+FUNCTION_CPU_S = 60.0  # one function on all its cases
+LARGE_CASE_CPU_S = 1.0  # the large case of a function that must compute every window at once
+LARGE_CASE = {"batch": 1, "cin": 3, "cout": 2, "kh": 3, "kw": 3, "stride": 1, "padding": 1, "side": 512}
+# What a library convolution raises in the runner: every convolution operator raises it there.
+BLOCKED_MESSAGE = "a library convolution is not available to your function: compute it yourself"
+# Libraries a hand-written convolution must not have: absent from the runner's filesystem.
+MASKED_MODULES = ("scipy", "cv2", "skimage", "astropy")
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -69,7 +87,9 @@ class ConvSpec:
         batch, in_channels, out_channels, kernel_size, stride, padding: inclusive ranges.
         square_kernels: only ``kh == kw`` is required.
         takes_stride: the function has ``stride`` and ``padding`` keyword arguments.
-        needs_windows: the task asks for ``unfold`` (im2col): windows must be built with it.
+        needs_windows: the task asks for ``unfold`` (im2col): every window at once, then one
+            matrix product. Checked by a large case (`LARGE_CASE`) it must answer within
+            `LARGE_CASE_CPU_S`, which no Python loop over the output positions does.
     """
 
     name: str
@@ -105,8 +125,11 @@ VISIBLE_CASES, HIDDEN_CASES = 10, 20
 
 
 def cases_for(spec: ConvSpec, hidden_seed: int | None) -> list[ConvCase]:
-    """The visible cases, then (when grading) the hidden ones."""
+    """The visible cases (with the large one, for a function that must use ``unfold``), then
+    (when grading) the hidden ones."""
     cases = make_cases(spec, seed=PUBLIC_SEED, count=VISIBLE_CASES)
+    if spec.needs_windows:
+        cases.append(large_case(spec))
     if hidden_seed is not None:
         cases += make_cases(spec, seed=hidden_seed, count=HIDDEN_CASES, hidden=True)
     return cases
@@ -122,6 +145,7 @@ class ConvCase:
     stride: int | None
     padding: int | None
     hidden: bool = False
+    large: bool = False
 
     @property
     def features(self) -> dict[str, bool]:
@@ -143,17 +167,17 @@ class ConvCase:
         }
 
     def describe(self) -> str:
+        """The case's shapes and options: all a report may say of a hidden case."""
         text = f"x {tuple(self.x.shape)}, kernel {tuple(self.kernel.shape)}"
-        if self.x.dim() == 2:
-            text += f", bias {float(self.bias):.3f}"
         if self.stride is not None:
             text += f", stride {self.stride}, padding {self.padding}"
         return text
 
     def as_inputs(self) -> dict:
+        """What the runner gets: the inputs and options, nothing about the case's role."""
         return {
             "x": self.x, "kernel": self.kernel, "bias": self.bias, "stride": self.stride,
-            "padding": self.padding, "hidden": self.hidden,
+            "padding": self.padding, "numpy": self.x.dim() == 2,
         }
 
 
@@ -273,6 +297,19 @@ def make_cases(spec: ConvSpec, *, seed: int, count: int = 12, hidden: bool = Fal
     return cases
 
 
+def large_case(spec: ConvSpec) -> ConvCase:
+    """The public large case of `LARGE_CASE`, drawn from the public seed."""
+    import torch
+
+    generator = torch.Generator().manual_seed(PUBLIC_SEED + 1)
+    shape = LARGE_CASE
+    x = torch.randn(shape["batch"], shape["cin"], shape["side"], shape["side"], generator=generator)
+    kernel = torch.randn(shape["cout"], shape["cin"], shape["kh"], shape["kw"], generator=generator)
+    bias = torch.randn(shape["cout"], generator=generator)
+    stride, padding = (shape["stride"], shape["padding"]) if spec.takes_stride else (None, None)
+    return ConvCase(x, kernel, bias, stride, padding, large=True)
+
+
 def reference(case: ConvCase) -> torch.Tensor:
     """``torch.nn.functional.conv2d`` on the case, in float64."""
     import torch.nn.functional as F
@@ -328,17 +365,19 @@ def diagnose(cases: list[ConvCase], failed: list[bool]) -> str:
 
 @dataclass
 class ConvAnswer:
-    """What one function did in the worker.
+    """What one function did in the runner.
 
     Attributes:
         name: the function.
         cell: the cell whose definition was run, or None when no cell that ran defines it.
         findings: what its source uses that a hand-written convolution must not.
-        forbidden: what it reached at run time (library convolutions, a removed guard).
-        windows: for a function that must use ``unfold``: whether every call did.
+        forbidden: what the runner saw it change (numpy's convolutions put back); the runner may
+            run student code, so this can only take points away.
+        windows: for a function that must use ``unfold``: whether it answered the large case
+            within `LARGE_CASE_CPU_S` (measured by the grader).
         outputs: per case, the output (float64 tensor) or a description of the failure.
-        problem: why there are no outputs (the definitions failed to run, the function hung or
-            crashed the worker, it is not a function).
+        problem: why there are no outputs (the definitions failed to run, it is not a function).
+        grader_fault: the problem is the grading machine's (the runner could not start).
     """
 
     name: str
@@ -348,24 +387,74 @@ class ConvAnswer:
     windows: bool = True
     outputs: list[Any] = field(default_factory=list)
     problem: str = ""
+    grader_fault: bool = False
 
 
-def _outputs(answer: dict[str, Any], tensors: list[Any], cases: list[ConvCase]) -> list[Any]:
-    outputs: list[Any] = []
-    for case, result in zip(cases, answer.get("results", [])):
-        status = result.get("status")
-        if status == "ok" and isinstance(result.get("index"), int) and result["index"] < len(tensors):
-            outputs.append(tensors[result["index"]])
-        elif status == "raised":
-            message = "" if case.hidden else str(result.get("message", ""))[:200]
-            outputs.append(f"raised {result.get('error_type', 'an exception')}" + (f": {message}" if message else ""))
-        elif status == "timeout":
-            outputs.append("did not return within 5 s (an endless loop?)")
-        else:
-            outputs.append(
-                "returned something that is not an array of numbers" if case.hidden else str(result.get("message", "?"))
-            )
-    return outputs
+def _outcome(case: ConvCase, message: dict[str, Any], folder: Path, index: int) -> Any:
+    """The output of one call, or what went wrong, from the runner's answer. For a hidden case
+    only a fixed outcome: nothing the student's code chose (a type name, a text) is kept."""
+    import torch
+
+    status = message.get("status")
+    if status == "ok":
+        path = folder / f"out-{index}.pt"
+        try:
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > 2**30:
+                raise ValueError("not a plain file of reasonable size")
+            output = torch.load(path, weights_only=True)
+            if isinstance(output, torch.Tensor) and output.dtype == torch.float64:
+                return output
+        except Exception:
+            pass
+        finally:
+            path.unlink(missing_ok=True)
+        return "returned something that is not an array of numbers"
+    if status == "raised":
+        if case.hidden:
+            return "raised an exception"
+        kind, text = str(message.get("error_type", ""))[:60], str(message.get("message", ""))[:200]
+        return f"raised {kind or 'an exception'}" + (f": {text}" if text else "")
+    if status == "bad_output" and not case.hidden:
+        return str(message.get("message", ""))[:200] or "returned something that is not an array of numbers"
+    return "returned something that is not an array of numbers"
+
+
+def _start_runner(module: Path, *, sandbox: Any, limits: Any) -> tuple[Any, dict[str, Any], str]:
+    """A fresh runner with the definitions loaded.
+
+    Returns:
+        ``(runner, loaded, problem)``: the runner (None when it could not be had), its answer
+        about the definitions (``error_type``, ``message``), and why there is no runner:
+        ``"grader: ..."`` for the grading machine's fault, else the definitions' (they did not
+        finish loading).
+    """
+    from grader.confined import Runner
+    from grader.paths import CONV_WORKER
+    from grader.sandbox import installed_paths
+
+    runner = Runner(
+        CONV_WORKER, {"masked_modules": list(MASKED_MODULES), "blocked_message": BLOCKED_MESSAGE}, name="conv", limits=limits, sandbox=sandbox,
+        inputs={"module.py": module}, masked=installed_paths(MASKED_MODULES) if sandbox.enabled else (), threads=1,
+    )
+    ready = runner.receive(cpu_budget=START_CPU_S)
+    if ready.status != "ok" or ready.message.get("kind") != "ready":
+        runner.close()
+        return None, {}, f"grader: its convolution runner did not start ({ready.reason or 'no answer'})"
+    loaded = runner.receive(cpu_budget=LOAD_CPU_S)
+    if loaded.status != "ok" or loaded.message.get("kind") != "loaded":
+        runner.close()
+        why = {"timeout": f"did not finish within {LOAD_CPU_S:g} CPU-s"}.get(loaded.status, "stopped the process")
+        return None, {}, f"running the notebook's definitions {why}"
+    return runner, loaded.message, ""
+
+
+@dataclass
+class _Progress:
+    """One function's progress through its cases."""
+
+    outputs: list[Any]
+    cpu: float = 0.0
+    stopped: str = ""
 
 
 def verify_convolutions(
@@ -377,79 +466,105 @@ def verify_convolutions(
     sandbox: Any,
     limits: Any,
 ) -> dict[str, ConvAnswer]:
-    """Re-create the functions from ``notebook`` and run them on ``cases`` in a confined worker.
+    """Re-create the functions from ``notebook`` and run them on ``cases`` in a confined runner.
 
     Args:
         notebook: the executed notebook.
         ran: indices of the cells that ran.
         cases: function name -> its cases.
         specs: the functions.
-        sandbox: `grader.results.SandboxInfo` for the worker.
-        limits: `grader.limits.Limits` (memory, processes) for the worker.
+        sandbox: `grader.results.SandboxInfo` for the runner.
+        limits: `grader.limits.Limits` (memory, processes) for the runner.
 
     Returns:
-        One `ConvAnswer` per spec. A function that hangs or crashes the worker gets a problem;
-        the functions after it are run again in a fresh worker.
+        One `ConvAnswer` per spec. A call that overruns its CPU budget, or stops its runner, is
+        tried once more in a fresh runner; then it counts, and that function's remaining cases
+        are not run.
     """
     import torch
 
-    from grader.confined import run_worker
     from grader.recreate import recreate
 
     made = recreate(notebook, ran, [spec.name for spec in specs])
     answers = {
-        spec.name: ConvAnswer(spec.name, made.cells.get(spec.name), made.findings.get(spec.name, []))
+        spec.name: ConvAnswer(spec.name, made.cells.get(spec.name), made.findings.get(spec.name, []), problem=made.problem)
         for spec in specs
     }
-    todo = [spec for spec in specs if spec.name in made.cells]
+    present = [spec for spec in specs if spec.name in made.cells]
+    progress = {spec.name: _Progress([None] * len(cases[spec.name])) for spec in present}
+    # Every public case before any hidden one: what a runner says before the first hidden case
+    # (a module error, an exception's text) cannot hold a hidden value.
+    order = [(spec, i) for hidden in (False, True) for spec in present for i, case in enumerate(cases[spec.name]) if case.hidden == hidden]
     with tempfile.TemporaryDirectory(prefix="conv-") as folder:
-        module, case_file = Path(folder) / "module.py", Path(folder) / "cases.pt"
+        module = Path(folder) / "module.py"
         module.write_text(made.source)
-        torch.save({name: [case.as_inputs() for case in listed] for name, listed in cases.items()}, case_file)
-        while todo:
-            def overran(worker_folder: Path) -> str | None:
-                try:
-                    current = json.loads((worker_folder / "current.json").read_text())
-                except (OSError, ValueError):
-                    return None
-                if time.time() - float(current.get("since", time.time())) > FUNCTION_BUDGET_S:
-                    return f"`{current.get('function')}` ran longer than {FUNCTION_BUDGET_S:g} s on its test cases"
-                return None
-
-            request = {
-                "functions": [
-                    {"name": spec.name, "numpy_inputs": spec.numpy_inputs, "needs_windows": spec.needs_windows}
-                    for spec in todo
-                ]
-            }
-            result = run_worker(
-                CONV_WORKER, request, name="conv", limits=limits, sandbox=sandbox,
-                timeout=30 + FUNCTION_BUDGET_S * len(todo), inputs={"module.py": module, "cases.pt": case_file},
-                stop=overran,
-            )
-            done = {item.get("name"): item for item in result.answers.get("functions", []) if isinstance(item, dict)}
-            module_error = str(result.answers.get("module_error", ""))
-            for spec in list(todo):
-                item = done.get(spec.name)
-                if item is None:
-                    break
-                todo.remove(spec)
-                answer = answers[spec.name]
-                answer.forbidden = [str(f) for f in item.get("forbidden", [])][:10]
-                answer.windows = bool(item.get("windows", True))
-                if not item.get("defined"):
-                    answer.problem = (
-                        f"running the notebook's definitions for it failed first ({module_error})"
-                        if module_error else "its definition did not run"
-                    )
-                elif item.get("not_callable"):
-                    answer.problem = f"`{spec.name}` is a {item['not_callable']}, not a function"
-                else:
-                    answer.outputs = _outputs(item, result.tensors.get(spec.name, []), cases[spec.name])
-            if todo:  # the worker stopped during todo[0]: that function gets the blame, the rest a new worker
-                spec = todo.pop(0)
-                why = result.reason or "the grader's worker stopped without answering"
-                answers[spec.name].problem = (
-                    why if "ran longer" in why else f"calling `{spec.name}` on the test cases stopped its process: {why}"
+        runner, module_error, tried, position, sent = None, None, set(), 0, 0
+        try:
+            while position < len(order):
+                spec, index = order[position]
+                state, case = progress[spec.name], cases[spec.name][index]
+                if state.stopped:
+                    state.outputs[index] = state.stopped
+                    position += 1
+                    continue
+                if runner is None:
+                    runner, loaded, problem = _start_runner(module, sandbox=sandbox, limits=limits)
+                    if runner is None:
+                        if ("start", position) not in tried:
+                            tried.add(("start", position))
+                            continue
+                        for answer in answers.values():
+                            if answer.name in progress and not answer.outputs:
+                                answer.problem = problem.removeprefix("grader: ")
+                                answer.grader_fault = problem.startswith("grader: ")
+                        return answers
+                    if module_error is None:  # the first runner's answer: before any case was sent
+                        kind, text = str(loaded.get("error_type", ""))[:60], str(loaded.get("message", ""))[:200]
+                        module_error = f"{kind}: {text}" if kind else ""
+                sent += 1
+                torch.save(case.as_inputs(), runner.folder / f"case-{sent}.pt")
+                runner.send(json.dumps({"function": spec.name, "index": sent}))
+                budget = min(CALL_CPU_S, max(0.5, FUNCTION_CPU_S - state.cpu))
+                reply = runner.receive(cpu_budget=budget)
+                message = reply.message
+                if reply.status == "ok" and message.get("kind") == "done" and message.get("index") == sent:
+                    state.cpu += reply.cpu_seconds
+                    status = message.get("status")
+                    if status in ("undefined", "not_callable"):
+                        answers[spec.name].problem = (
+                            f"`{spec.name}` is not a function" if status == "not_callable"
+                            else f"running the notebook's definitions for it failed first ({module_error})"
+                            if module_error else "its definition did not run"
+                        )
+                        state.stopped = "not run"
+                    else:
+                        state.outputs[index] = _outcome(case, message, runner.folder, sent)
+                    if message.get("tampered"):
+                        answers[spec.name].forbidden.append("numpy's convolve or correlate, put back by the notebook's code")
+                    if case.large and reply.cpu_seconds > LARGE_CASE_CPU_S:
+                        answers[spec.name].windows = False
+                    position += 1
+                    continue
+                if runner is not None:
+                    runner.close()
+                runner = None
+                if (spec.name, index) not in tried:  # never the last word of one runner: once more, in a fresh one
+                    tried.add((spec.name, index))
+                    continue
+                if reply.status == "timeout" and case.large:
+                    answers[spec.name].windows = False
+                memory = "memory limit" in reply.reason  # the box's own words: never the student's
+                state.outputs[index] = (
+                    f"did not return within {budget:g} CPU-s (an endless loop?)" if reply.status == "timeout"
+                    else f"stopped its process by going over the memory limit of {limits.memory_gib:g} GiB" if memory
+                    else "stopped its process (a crash)"
                 )
+                state.stopped = f"not run: an earlier case {'did not return' if reply.status == 'timeout' else 'stopped its process'}"
+                position += 1
+        finally:
+            if runner is not None:
+                runner.close()
+    for name, state in progress.items():
+        if not answers[name].problem:
+            answers[name].outputs = list(state.outputs)
     return answers

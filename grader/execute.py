@@ -7,8 +7,9 @@ what grading needs; the kernel itself (confinement, limits, seeds) is `grader.ke
   folder, and a symbolic link is never followed (it is reported as such);
 * a file that is not a notebook becomes a result that says why and how to re-save it;
 * outputs are cleared first;
-* a whole-notebook time limit on top of the per-cell one: each cell gets
-  ``min(cell_timeout, time left)``;
+* a whole-notebook CPU budget on top of the per-cell one: each cell gets
+  ``min(cell_timeout, CPU seconds left)``, counted in CPU time so that a busy machine makes a
+  run slower, never different (`grader.kernel.KernelSession.run_cells`);
 * an error in a cell is recorded and the run goes on, as "Run all" with errors allowed would:
   a later, independent cell still defines what it defines;
 * a cell that hangs is interrupted and the run goes on; a kernel that dies (or is killed for
@@ -243,6 +244,8 @@ def execute_notebook(
     runs, failure, usable = kernel.run_cells(notebook, indices)
     result.cells, result.failure = runs, failure
     result.cells_elapsed = sum(run.elapsed for run in runs)
+    result.cells_cpu = sum(run.cpu_seconds for run in runs)
+    result.cpu_limit = limits.timeout
     result.peak_memory = kernel.peak_memory
     run = NotebookRun(result, kernel)
     if not usable:

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import ensure_event_loop, run_sync
 
 from grader import kernel_side
-from grader.limits import Limits, ProcessBox
+from grader.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
 from grader.paths import KERNEL_SIDE, KIT_ROOT
 from grader.results import CellRun, RunFailure, SandboxInfo
 from grader.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
@@ -52,12 +53,14 @@ if TYPE_CHECKING:
 # nbformat and nbclient are imported where they are used, after the kernel process is launched:
 # their import time then overlaps the kernel's start-up.
 
-__all__ = ["CodeOutcome", "KernelSession", "Limits", "ProbeAnswer", "kernel_env"]
+__all__ = ["CellOutcome", "CodeOutcome", "KernelSession", "Limits", "ProbeAnswer", "kernel_env"]
 
 _QUIET = logging.getLogger("grader.nbclient")
 _QUIET.setLevel(logging.CRITICAL)
 
-INTERRUPT_GRACE_S = 5.0  # how long an interrupted cell may take to stop before its kernel is killed
+# How long an interrupted cell may take to stop before its kernel is killed: generous, because
+# what follows (go on with the next cell, or stop the run) must not depend on how busy the machine is.
+INTERRUPT_GRACE_S = 30.0
 PROBE_TIMEOUT_S = 120.0
 LOG_TAIL_BYTES = 64 * 2**10
 # Variables of the grader's environment a kernel may see: which devices and how many threads.
@@ -72,6 +75,53 @@ class CodeOutcome:
     stdout: str = ""
     error_name: str = ""
     error_message: str = ""
+
+
+@dataclass
+class CellOutcome:
+    """How a cell's execution ended (see `KernelSession.execute_cell`) and the CPU time it used.
+
+    ``wall`` is True when the wall-clock backstop, not the CPU budget, stopped it (it waited).
+    """
+
+    status: str
+    cpu_seconds: float = 0.0
+    wall: bool = False
+
+
+class _CpuMeter(threading.Thread):
+    """Interrupts the running cell once the kernel's box has used ``budget`` CPU seconds since
+    the cell started; kills the box when the cell does not stop within `INTERRUPT_GRACE_S`."""
+
+    def __init__(self, session: KernelSession, budget: float, *, interval: float = 0.2) -> None:
+        super().__init__(daemon=True, name="cell-cpu")
+        self.session, self.budget, self.interval = session, budget, interval
+        self.box = session.box
+        self.start_cpu = self.box.cpu_seconds() if self.box is not None else 0.0
+        self.end_cpu: float | None = None
+        self.fired = self.killed = False
+        self._done = threading.Event()
+
+    def used(self) -> float:
+        end = self.end_cpu if self.end_cpu is not None else (self.box.cpu_seconds() if self.box else 0.0)
+        return max(0.0, end - self.start_cpu)
+
+    def run(self) -> None:
+        if self.box is None:
+            return
+        while not self._done.wait(self.interval):
+            if self.box.cpu_seconds() - self.start_cpu > self.budget:
+                self.fired = True
+                self.session.signal_kernel(signal.SIGINT)
+                if not self._done.wait(INTERRUPT_GRACE_S):
+                    self.killed = True
+                    self.session.kill()
+                return
+
+    def stop(self) -> None:
+        if self.end_cpu is None and self.box is not None:
+            self.end_cpu = self.box.cpu_seconds()
+        self._done.set()
 
 
 @dataclass
@@ -115,6 +165,8 @@ def kernel_env(*, runtime: Path, seed: int, sandboxed: bool, extra: dict[str, st
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     }
     env.update({name: os.environ[name] for name in PASSED_THROUGH if os.environ.get(name)})
+    threads = str(threads_per_process())  # never more threads than the cores the grader may use
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
     env.update(extra)
     return env
 
@@ -287,32 +339,46 @@ class KernelSession:
 
     # ------------------------------------------------------------------ running cells
 
-    def execute_cell(self, notebook: Any, index: int, *, timeout: float, store_history: bool = True) -> str:
+    def execute_cell(
+        self, notebook: Any, index: int, *, cpu_budget: float, wall_budget: float | None = None, store_history: bool = True
+    ) -> CellOutcome:
         """Execute ``notebook.cells[index]``, its outputs going into the cell.
 
+        The cell may use ``cpu_budget`` CPU seconds (the kernel and every process and thread it
+        started, `ProcessBox.cpu_seconds`); past that it is interrupted. A cell that waits
+        instead of computing is interrupted after ``wall_budget`` seconds on the wall clock
+        (default `WALL_FACTOR` times the CPU budget).
+
         Returns:
-            ``"ok"`` (ran; it may have raised, see the cell's outputs), ``"timeout"`` (interrupted,
-            the kernel answers again), ``"stuck"`` (did not stop when interrupted: killed) or
-            ``"died"``.
+            A `CellOutcome`: ``"ok"`` (ran; it may have raised, see the cell's outputs),
+            ``"timeout"`` (interrupted, the kernel answers again), ``"stuck"`` (did not stop when
+            interrupted: killed) or ``"died"``; and the CPU seconds it used.
         """
         from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
         client = self._connect()
         client.nb = notebook
-        client.timeout = max(1, int(timeout))
+        client.timeout = max(1, int(wall_budget if wall_budget is not None else cpu_budget * WALL_FACTOR))
+        meter = _CpuMeter(self, cpu_budget)
+        meter.start()
+        status = "ok"
         try:
             client.execute_cell(notebook.cells[index], index, store_history=store_history)
         except CellTimeoutError:
             _cancel_pending_tasks()
+            meter.stop()
             self.interrupt()
-            if self._wait_responsive():
-                return "timeout"
-            self.kill()
-            return "stuck"
+            status = "timeout" if self._wait_responsive() else "stuck"
+            if status == "stuck":
+                self.kill()
         except DeadKernelError:
             _cancel_pending_tasks()
-            return "died"
-        return "ok"
+            status = "died"
+        finally:
+            meter.stop()
+        if meter.fired:  # over its CPU budget: interrupted (or killed when it would not stop)
+            status = "stuck" if status == "died" or meter.killed else "timeout"
+        return CellOutcome(status, meter.used(), wall=status == "timeout" and not meter.fired)
 
     def run_cells(self, notebook: Any, indices: list[int]) -> tuple[list[CellRun], RunFailure | None, bool]:
         """Execute the given code cells in order within the limits.
@@ -329,27 +395,41 @@ class KernelSession:
         except Exception as error:
             reason = self.death_reason() if not self.is_alive() else str(error)
             return runs, RunFailure("kernel_start", f"the kernel did not start: {reason}"), False
-        deadline = time.monotonic() + limits.timeout
+        # Seeds last: whatever ran in the kernel since it started (ipykernel, the grader's set-up,
+        # a package that draws at import) leaves the first cell the exact streams of seed(N).
+        self.run_code(f"__import__('sys').modules['_kit_kernel_side'].seed({int(self.seed)})", timeout=60)
+        used = 0.0  # CPU seconds of the cells so far: the notebook's budget counts these
+        wall_deadline = time.monotonic() + WALL_FACTOR * limits.timeout  # stops a notebook that waits
         failure: RunFailure | None = None
         for run in runs:
             cell = notebook.cells[run.index]
-            remaining = deadline - time.monotonic()
-            if remaining < 1:
-                message = f"the notebook's time limit of {limits.timeout:g} s was reached before {run.describe()}"
+            remaining = limits.timeout - used
+            if remaining < 1 or time.monotonic() > wall_deadline - 1:
+                message = (
+                    f"the notebook's limit of {limits.timeout:g} CPU-s was used up before {run.describe()}"
+                )
                 return runs, RunFailure("notebook_timeout", message, run.index), True
             budget = min(limits.cell_timeout, remaining)
             started = time.monotonic()
-            status = self.execute_cell(notebook, run.index, timeout=budget)
+            wall = min(budget * WALL_FACTOR, wall_deadline - time.monotonic())
+            outcome = self.execute_cell(notebook, run.index, cpu_budget=budget, wall_budget=wall)
+            status = outcome.status
             run.elapsed = time.monotonic() - started
+            run.cpu_seconds = outcome.cpu_seconds
+            used += outcome.cpu_seconds
             run.status = "ok"
             if status in ("timeout", "stuck"):
                 whole = budget < limits.cell_timeout
                 run.status, run.error_name = "timeout", "Timeout"
-                run.error_message = (
-                    f"the notebook's time limit of {limits.timeout:g} s ran out in this cell"
-                    if whole
-                    else f"the cell ran longer than its limit of {limits.cell_timeout:g} s"
-                )
+                if outcome.wall:
+                    run.error_message = (
+                        f"the cell waited longer than {budget * WALL_FACTOR:g} s without using its CPU budget "
+                        "(input(), a sleep, a lock?)"
+                    )
+                elif whole or remaining - outcome.cpu_seconds < 1:
+                    run.error_message = f"the notebook's limit of {limits.timeout:g} CPU-s ran out in this cell"
+                else:
+                    run.error_message = f"the cell used more than its limit of {limits.cell_timeout:g} CPU-s"
                 if status == "stuck":
                     run.error_message += " and did not stop when interrupted"
                 cell.outputs.append(_error_output("TimeoutError", run.error_message))
@@ -385,13 +465,13 @@ class KernelSession:
 
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
         try:
-            status = self.execute_cell(notebook, 0, timeout=timeout, store_history=False)
+            status = self.execute_cell(notebook, 0, cpu_budget=timeout, store_history=False).status
         except Exception as error:  # the kernel never answered
             return CodeOutcome("died", error_message=f"could not reach the kernel: {error}")
         if status == "died":
             return CodeOutcome("died", error_message=self.death_reason())
         if status in ("timeout", "stuck"):
-            return CodeOutcome("timeout", error_message=f"no answer within {timeout:g} s")
+            return CodeOutcome("timeout", error_message=f"no answer within {timeout:g} CPU-s")
         outputs = notebook.cells[0].outputs
         stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
         for output in outputs:
@@ -424,7 +504,7 @@ class KernelSession:
                 if outcome.status == "error":
                     detail = f"{outcome.error_name}: {outcome.error_message}"
                 elif outcome.status == "timeout":
-                    detail = f"no answer within {timeout:g} s (the kernel was interrupted)"
+                    detail = f"no answer within {timeout:g} CPU-s (the kernel was interrupted)"
                 return ProbeAnswer(False, error=detail)
             try:
                 if out_path.is_symlink() or out_path.stat().st_size > 2**30:
@@ -443,6 +523,20 @@ class KernelSession:
 
     def is_alive(self) -> bool:
         return self.km is not None and bool(run_sync(self.km.is_alive)())
+
+    def signal_kernel(self, number: int) -> None:
+        """Send a signal to the kernel's Python process (inside the sandbox, through its host pid)."""
+        process = getattr(self.km.provisioner, "process", None) if self.km and self.km.provisioner else None
+        if process is None:
+            return
+        for candidate in reversed(_tree_processes(process.pid)):  # the kernel is the deepest: not bwrap
+            try:
+                argv = candidate.cmdline()
+                if "ipykernel_launcher" in argv and not os.path.basename(argv[0]).startswith("bwrap"):
+                    candidate.send_signal(number)
+                    return
+            except (psutil.Error, IndexError):
+                continue
 
     def interrupt(self) -> None:
         try:
@@ -568,6 +662,14 @@ def _kit_grader_setup():
 _kit_grader_setup()
 del _kit_grader_setup
 """
+
+
+def _tree_processes(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def clear_outputs(notebook: Any) -> None:

@@ -27,40 +27,48 @@ _IMAGE_SIDE = 32  # images larger than this are sampled down to it
 # ------------------------------------------------------------------------------ start-up
 
 
-def setup(seed):
-    """Seed ``random`` now and ``numpy`` / ``torch`` when the notebook imports them; describe figures."""
-    _seed(seed)
+def setup(value):
+    """Describe figures, and seed ``random``, ``numpy`` and ``torch`` (`seed`, which the grader
+    runs again just before the first cell, so that nothing run before it changes the streams)."""
     _capture_figures()
+    seed(value)
 
 
-def _seed(seed):
+_SEEDERS = {}  # module name -> function seeding it, for those not imported yet
+
+
+def seed(value):
+    """Seed ``random``, and ``numpy`` and ``torch``: now where they are imported, else when the
+    notebook imports them (before any of its code runs). The grader calls this last before the
+    first cell, so the first cell sees exactly the streams of ``seed(value)`` on any install."""
     import importlib.abc
     import importlib.util
     import random
     import sys
 
     def seed_numpy(numpy):
-        numpy.random.seed(seed)
+        numpy.random.seed(value)
 
     def seed_torch(torch):
-        torch.manual_seed(seed)
+        torch.manual_seed(value)
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
-    random.seed(seed)
-    seeders = {"numpy": seed_numpy, "torch": seed_torch}
-    for name in list(seeders):
+    random.seed(value)
+    _SEEDERS.clear()
+    _SEEDERS.update(numpy=seed_numpy, torch=seed_torch)
+    for name in list(_SEEDERS):
         if name in sys.modules:
-            seeders.pop(name)(sys.modules[name])
+            _SEEDERS.pop(name)(sys.modules[name])
 
     class SeedOnImport(importlib.abc.MetaPathFinder):
         # numpy and torch take seconds to import: seed them when the notebook imports them
         # (before any of its code runs) instead of importing them for every notebook.
         def find_spec(self, name, path=None, target=None):
-            seeder = seeders.pop(name, None)
+            seeder = _SEEDERS.pop(name, None)
             if seeder is None:
                 return None
-            if not seeders:
+            if not _SEEDERS:
                 sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)
             if spec is None or spec.loader is None:
@@ -74,7 +82,8 @@ def _seed(seed):
             spec.loader.exec_module = exec_and_seed
             return spec
 
-    if seeders:
+    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != "SeedOnImport"]
+    if _SEEDERS:
         sys.meta_path.insert(0, SeedOnImport())
 
 

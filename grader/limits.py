@@ -18,6 +18,11 @@ once per process (`probe_enforcement`), the first of:
 In every case `grader.launch` sets rlimits in the new process before it runs anything (CPU seconds,
 largest file, no core dumps), and the box's thread polls the size of the writable folders. The
 report names the mechanism that was in force (`Enforcement.describe`).
+
+Time budgets that decide a point count CPU time, not the wall clock (a busy machine makes grading
+slower, never different): `ProcessBox.cpu_seconds` is the CPU time of everything in the box, read
+from the cgroup (v2 ``cpu.stat``, v1 ``cpuacct.usage``) or, where there is none, summed over the
+process tree (each process's own time and that of the children it waited for).
 """
 
 from __future__ import annotations
@@ -39,12 +44,17 @@ import psutil
 
 from grader.paths import LAUNCHER
 
-__all__ = ["GIB", "Enforcement", "Limits", "ProcessBox", "probe_enforcement"]
+__all__ = [
+    "GIB", "WALL_FACTOR", "Enforcement", "Limits", "ProcessBox", "probe_enforcement", "threads_per_process", "usable_cores",
+]
 
 GIB = 2**30
 ENFORCEMENT_ENV = "GRADER_LIMITS"  # force a mechanism (tests of the fallbacks): watchdog, cgroup-v1, ...
 DELEGATED_CGROUP_ENV = "GRADER_CGROUP"  # a cgroup v2 folder delegated to the grader's user
 _CGROUP = Path("/sys/fs/cgroup")
+# A CPU budget's wall-clock backstop: it stops a process that sleeps or waits instead of computing,
+# and is never what decides a point (a busy machine stretches wall time, not CPU time).
+WALL_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,11 @@ class Limits:
     """Resource limits for one notebook (and for each verification process).
 
     Attributes:
-        cell_timeout: seconds one cell may run.
-        timeout: seconds the whole notebook may run (kernel start excluded).
+        cell_timeout: CPU seconds one cell may use (all its threads and processes together); a
+            cell that waits instead of computing is stopped after `WALL_FACTOR` times as many
+            seconds on the wall clock.
+        timeout: CPU seconds the whole notebook may use (kernel start excluded); wall-clock
+            backstop as for a cell.
         memory_gib: memory of the kernel and everything it starts, in GiB.
         startup_timeout: seconds a kernel may take to start.
         processes: processes and threads the kernel may have at once (torch starts a thread per
@@ -79,8 +92,39 @@ class Limits:
 
     @property
     def cpu_seconds(self) -> int:
-        """CPU time of any one process: the whole notebook's time on every core, and a margin."""
-        return int(self.timeout * (os.cpu_count() or 1)) + 120
+        """RLIMIT_CPU of any one process, a last resort under the notebook's own CPU budget."""
+        return int(self.timeout) + 120
+
+
+def threads_per_process() -> int:
+    """CPU threads each kernel or worker of this grader may use: ``$OMP_NUM_THREADS`` where the
+    grader set it (``--jobs N`` gives each of the N its share), else every usable core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cpu_quota()
+    return max(1, min(cores, int(quota)) if quota else cores)
+
+
+def _cpu_quota() -> float | None:
+    """This process's cgroup CPU quota in cores (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None."""
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2
+            text = _read(_CGROUP / path.lstrip("/") / "cpu.max").split()
+            if len(text) == 2 and text[0] != "max":
+                return max(1.0, int(text[0]) / int(text[1]))
+        elif "cpu" in controllers.split(","):
+            for root in (_CGROUP / "cpu", _CGROUP / "cpu,cpuacct"):
+                quota = _read(root / path.lstrip("/") / "cpu.cfs_quota_us").strip()
+                period = _read(root / path.lstrip("/") / "cpu.cfs_period_us").strip()
+                if quota.lstrip("-").isdigit() and int(quota) > 0 and period.isdigit():
+                    return max(1.0, int(quota) / int(period))
+    return None
 
 
 @dataclass(frozen=True)
@@ -101,8 +145,17 @@ class Enforcement:
 
     def describe(self) -> str:
         if self.kind == "watchdog":
-            return f"limits by the grader's watchdog (no cgroup here: {self.detail})"
-        return f"limits by {self.kind} ({self.detail})"
+            return f"limits by the grader's watchdog (no cgroup here: {self.detail}); CPU time summed over the process tree"
+        return f"limits by {self.kind} ({self.detail}); CPU time {self.cpu_meter}"
+
+    @property
+    def cpu_meter(self) -> str:
+        """Where `ProcessBox.cpu_seconds` reads CPU time under this mechanism."""
+        if self.kind in ("cgroup-v2", "systemd-run"):
+            return "from the cgroup's cpu.stat"
+        if self.kind == "cgroup-v1" and _v1_cpuacct() is not None:
+            return "from the cgroup v1 cpuacct group"
+        return "summed over the process tree"
 
 
 # ----------------------------------------------------------------------------- which mechanism
@@ -169,6 +222,22 @@ def _v1_ok() -> str | None:
             except OSError:
                 pass
     return None
+
+
+@functools.cache
+def _v1_cpuacct() -> Path | None:
+    """The cgroup v1 ``cpuacct`` hierarchy, when this process may create groups in it."""
+    root = _CGROUP / "cpuacct"
+    probe = root / f"cnn-kit-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return None
+    try:
+        probe.rmdir()
+    except OSError:
+        pass
+    return root
 
 
 def _systemd_run() -> tuple[bool, str]:
@@ -243,6 +312,7 @@ class ProcessBox:
         watch_dirs: tuple[Path, ...] = (),
         enforcement: Enforcement | None = None,
     ) -> None:
+        _become_subreaper()
         self.limits = limits
         self.enforcement = enforcement or probe_enforcement()
         self.name = f"cnn-kit-{os.getpid()}-{next(_count)}-{name}"
@@ -250,7 +320,8 @@ class ProcessBox:
         self.exceeded: str | None = None  # "memory", "disk" or "processes", once the box killed for it
         self._peak = 0
         self._pid: int | None = None
-        self._groups: list[Path] = []
+        self._groups: list[Path] = []  # v2: [group]; v1: [memory, pids] and cpuacct where it can
+        self._scope_group: Path | None = None
         self._watchdog: _Watchdog | None = None
         self._make_groups()
 
@@ -278,6 +349,10 @@ class ProcessBox:
                 if (memory / "memory.memsw.limit_in_bytes").exists():  # swap accounting on
                     _write(memory / "memory.memsw.limit_in_bytes", str(self.memory_bytes))
                 _write(pids / "pids.max", str(self.limits.processes))
+                cpuacct = _v1_cpuacct()
+                if cpuacct is not None:  # CPU time of the whole box, not only of the live processes
+                    (cpuacct / self.name).mkdir()
+                    self._groups.append(cpuacct / self.name)
         except OSError as error:
             self._remove_groups()
             raise RuntimeError(f"could not set up {kind} limits: {error}") from error
@@ -318,11 +393,13 @@ class ProcessBox:
         if self.enforcement.kind == "cgroup-v2":
             return self._groups[0]
         if self.enforcement.kind == "systemd-run":
-            shown = subprocess.run(
-                ["systemctl", "show", "-p", "ControlGroup", "--value", f"{self.name}.scope"],
-                capture_output=True, text=True, check=False,
-            ).stdout.strip()
-            return _CGROUP / shown.lstrip("/") if shown else None
+            if self._scope_group is None:  # known once the scope runs; asked again until then
+                shown = subprocess.run(
+                    ["systemctl", "show", "-p", "ControlGroup", "--value", f"{self.name}.scope"],
+                    capture_output=True, text=True, check=False,
+                ).stdout.strip()
+                self._scope_group = _CGROUP / shown.lstrip("/") if shown else None
+            return self._scope_group
         return None
 
     def memory_killed(self) -> bool:
@@ -340,6 +417,19 @@ class ProcessBox:
                 return int(control["oom_kill"]) > 0
             return int(_read(memory / "memory.failcnt") or 0) > 0
         return False
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by everything in the box (user and system, all threads)."""
+        group = self._v2_group()
+        if group is not None:
+            for line in _read(group / "cpu.stat").splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        elif self.enforcement.kind == "cgroup-v1" and len(self._groups) > 2:
+            text = _read(self._groups[2] / "cpuacct.usage").strip()
+            if text.isdigit():
+                return int(text) / 1e9
+        return _tree_cpu(self._pid)
 
     @property
     def peak_memory(self) -> int:
@@ -375,8 +465,10 @@ class ProcessBox:
     # ------------------------------------------------------------------ ending it
 
     def kill(self) -> None:
-        """Kill every process of the box (the process tree, and the cgroup's members)."""
-        for process in reversed(_tree(self._pid)):  # children first, so none is re-parented and missed
+        """Kill every process of the box (the process tree, and the cgroup's members), and reap
+        those that came to this process as orphans (see `_become_subreaper`): none is left a zombie."""
+        tree = _tree(self._pid)
+        for process in reversed(tree):  # children first, so none is re-parented and missed
             try:
                 process.kill()
             except psutil.Error:
@@ -388,7 +480,7 @@ class ProcessBox:
                 capture_output=True, check=False,
             )
         elif self._groups:
-            group = self._groups[0] if kind == "cgroup-v2" else self._groups[-1]  # v1: the pids group
+            group = self._groups[0] if kind == "cgroup-v2" else self._groups[1]  # v1: the pids group
             if kind == "cgroup-v2" and (group / "cgroup.kill").exists():
                 try:
                     _write(group / "cgroup.kill", "1")
@@ -404,6 +496,7 @@ class ProcessBox:
                     except OSError:
                         pass
                 time.sleep(0.01)
+        _reap([process.pid for process in tree[1:]])  # the root is its owner's (subprocess waits for it)
 
     def close(self) -> None:
         """Stop watching, kill what is left, remove the cgroups. Safe to call twice."""
@@ -426,6 +519,39 @@ class ProcessBox:
         self._groups = []
 
 
+@functools.cache
+def _become_subreaper() -> bool:
+    """Make this process the child subreaper of what it starts (Linux): a process of a box whose
+    parent was killed comes to this process, which reaps it, instead of to PID 1, which in a
+    container may never reap it. Returns whether it worked."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap(pids: list[int], *, within: float = 2.0) -> None:
+    """Wait for the given killed processes that are (or become) this process's children."""
+    deadline = time.monotonic() + within
+    pending = set(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not ours (yet: its parent may still be dying), or gone
+                if not psutil.pid_exists(pid):
+                    pending.discard(pid)
+                continue
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.01)
+
+
 def _tree(pid: int | None) -> list[psutil.Process]:
     if pid is None:
         return []
@@ -434,6 +560,18 @@ def _tree(pid: int | None) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds of a process tree: each live process's own and its waited-for children's."""
+    total = 0.0
+    for process in _tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def _user_processes() -> int:

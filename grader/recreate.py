@@ -19,6 +19,7 @@ calls, whatever its spelling.
 from __future__ import annotations
 
 import ast
+import bisect
 import builtins
 import re
 import symtable
@@ -42,6 +43,8 @@ ESCAPE_ATTRIBUTES = {
     "__getattribute__", "__closure__", "_getframe", "setprofile", "settrace", "f_back", "f_globals", "f_locals",
     "gi_frame", "_C", "ops", "library", "_ops", "_dynamo", "_python_dispatch", "overrides",
 }
+# Dunder attributes an ordinary class or function may touch; any other reaches the interpreter's internals.
+PLAIN_DUNDERS = {"__init__", "__call__", "__name__", "__doc__", "__len__", "__getitem__", "__repr__", "__str__"}
 ESCAPE_MODULES = {
     "os", "sys", "subprocess", "ctypes", "importlib", "gc", "inspect", "threading", "_thread", "multiprocessing",
     "signal", "atexit", "builtins", "pickle", "marshal", "socket", "shutil", "types", "code", "runpy", "cffi",
@@ -56,21 +59,41 @@ class Recreated:
         source: Python source: imports, helpers and the functions, in notebook order.
         cells: function name -> index of the cell whose definition was taken.
         findings: function name -> what it must not use, found in the source it needs.
+        problem: why nothing could be re-created ("" when the notebook was read).
     """
 
     source: str
     cells: dict[str, int] = field(default_factory=dict)
     findings: dict[str, list[str]] = field(default_factory=dict)
+    problem: str = ""
+
+
+MAX_SOURCE_CHARS = 2_000_000  # the code cells that ran, all together: far beyond any honest notebook
+# Cell magics that run their cell in the notebook's namespace, unchanged: what the cell defines stays.
+TRANSPARENT_CELL_MAGICS = ("time", "capture")
 
 
 def _python(source: str) -> str:
-    """A cell's source as plain Python (IPython's ``%magic`` and ``!shell`` lines become calls)."""
+    """A cell's source as plain Python (IPython's ``%magic`` and ``!shell`` lines become calls;
+    the body of a ``%%time`` or ``%%capture`` cell is the cell's own code)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
+    first, _, rest = source.lstrip().partition("\n")
+    if first.startswith("%%") and first[2:].split(" ")[0] in TRANSPARENT_CELL_MAGICS:
+        source = rest
     try:
         return TransformerManager().transform_cell(source)
     except Exception:
         return source
+
+
+def _parse(source: str) -> list[ast.stmt]:
+    """A cell's statements; none for a cell Python cannot parse (a syntax error, or nesting so deep
+    that the parser gives up: such a cell defines nothing the grader will run)."""
+    try:
+        return ast.parse(_python(source)).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
 
 
 def _bound(statement: ast.stmt) -> list[str]:
@@ -102,7 +125,7 @@ def _used(statement: ast.stmt) -> tuple[set[str], set[str]]:
     (``kernel = conv_layer.weight`` is not needed by ``def conv(x, kernel, bias)``)."""
     try:
         table = symtable.symtable(ast.unparse(statement), "cell", "exec")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         names = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
         return names, names
     now: set[str] = set()
@@ -131,15 +154,18 @@ def recreate(notebook: Any, ran: set[int], names: list[str]) -> Recreated:
         A `Recreated`; a name no cell defines is absent from ``cells``.
     """
     statements: list[tuple[int, int, ast.stmt]] = []  # (cell, position, statement), in notebook order
+    size = 0
     for index, cell in enumerate(getattr(notebook, "cells", [])):
         if cell.cell_type != "code" or index not in ran:
             continue
-        try:
-            tree = ast.parse(_python(cell.source))
-        except SyntaxError:
-            continue
-        statements += [(index, position, statement) for position, statement in enumerate(tree.body)]
-    definitions: dict[str, list[tuple[int, int, ast.stmt]]] = {}
+        size += len(cell.source)
+        if size > MAX_SOURCE_CHARS:  # the grader's own process reads this: bounded
+            return Recreated(
+                "", problem=f"the notebook's code cells hold more than {MAX_SOURCE_CHARS:,} characters, more than "
+                "the grader reads to re-create functions: keep the notebook to the task's code"
+            )
+        statements += [(index, position, statement) for position, statement in enumerate(_parse(cell.source))]
+    definitions: dict[str, list[tuple[int, int, ast.stmt]]] = {}  # name -> its bindings, in notebook order
     stars = []
     for item in statements:
         for name in _bound(item[2]):
@@ -147,11 +173,17 @@ def recreate(notebook: Any, ran: set[int], names: list[str]) -> Recreated:
                 stars.append(item)
             else:
                 definitions.setdefault(name, []).append(item)
+    places = {name: [item[:2] for item in items] for name, items in definitions.items()}
 
     def defined(name: str, before: tuple[int, int] | None) -> tuple[int, int, ast.stmt] | None:
         """The definition of ``name`` in force at ``before`` (None: after the whole notebook ran)."""
-        found = [item for item in definitions.get(name, []) if before is None or item[:2] < before]
-        return found[-1] if found else None
+        found = definitions.get(name)
+        if not found:
+            return None
+        if before is None:
+            return found[-1]
+        at = bisect.bisect_left(places[name], before)  # the bindings before ``before``: a binary search
+        return found[at - 1] if at else None
 
     chosen: dict[tuple[int, int], ast.stmt] = {(c, p): s for c, p, s in stars}
     result = Recreated(source="")
@@ -225,14 +257,18 @@ def scan(statements: list[ast.stmt]) -> list[str]:
             elif isinstance(node, ast.Attribute):
                 if LIBRARY_CONVOLUTION.match(node.attr):
                     add(_dotted(node))
-                elif node.attr in ESCAPE_ATTRIBUTES:
+                elif node.attr in ESCAPE_ATTRIBUTES or node.attr in ESCAPE_NAMES or _dunder(node.attr):
                     add(f"{_dotted(node)} (can hide a library call)")
             elif isinstance(node, ast.Name) and node.id not in own:
                 if LIBRARY_CONVOLUTION.match(node.id):
                     add(node.id)
-                elif node.id in ESCAPE_NAMES and hasattr(builtins, node.id):
+                elif (node.id in ESCAPE_NAMES and hasattr(builtins, node.id)) or _dunder(node.id):
                     add(f"{node.id} (can hide a library call)")
     return found
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__") and name not in PLAIN_DUNDERS
 
 
 def _dotted(node: ast.AST) -> str:

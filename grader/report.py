@@ -75,7 +75,8 @@ def _notebook_markdown(notebook: NotebookResult, manual: Manual) -> list[str]:
     execution = notebook.execution
     if execution is not None and execution.readable:
         facts = [
-            f"ran in {execution.elapsed:.1f} s ({execution.cells_elapsed:.1f} s in cells)",
+            f"ran in {execution.elapsed:.1f} s ({execution.cells_elapsed:.1f} s in cells, which used "
+            f"{execution.cells_cpu:.0f} CPU-s of the {execution.cpu_limit:g} allowed)",
             f"checked in {notebook.checks_elapsed:.1f} s",
         ]
         if execution.peak_memory:

@@ -72,6 +72,7 @@ class CellRun:
     first_line: str
     status: CellStatus
     elapsed: float = 0.0
+    cpu_seconds: float = 0.0
     error_name: str = ""
     error_message: str = ""
 
@@ -113,6 +114,8 @@ class ExecutionResult:
         failure: why the run stopped early, or None when every cell got its turn.
         elapsed: wall time of the run, kernel start included.
         cells_elapsed: time spent inside cells (the notebook's own work).
+        cells_cpu: CPU seconds the cells used (the kernel's processes and threads together).
+        cpu_limit: the notebook's CPU budget (`grader.limits.Limits.timeout`).
         sandbox: how the kernel was confined.
         limits: which mechanism enforced the resource limits (`grader.limits.Enforcement`).
         peak_memory: largest resident size of the kernel's process tree seen, in bytes.
@@ -128,6 +131,8 @@ class ExecutionResult:
     failure: RunFailure | None = None
     elapsed: float = 0.0
     cells_elapsed: float = 0.0
+    cells_cpu: float = 0.0
+    cpu_limit: float = 0.0
     sandbox: SandboxInfo | None = None
     limits: str = ""
     peak_memory: int = 0

@@ -38,7 +38,7 @@ from pathlib import Path
 from grader.paths import GRADER_DIR, KIT_ROOT, SRC_DIR
 from grader.results import SandboxInfo
 
-__all__ = ["SANDBOX_FIX", "Mounts", "bwrap_argv", "probe_bwrap", "python_paths", "sandbox_info"]
+__all__ = ["SANDBOX_FIX", "Mounts", "bwrap_argv", "installed_paths", "probe_bwrap", "python_paths", "sandbox_info"]
 
 SANDBOX_USER = "student"
 SANDBOX_HOME = "/tmp/home"
@@ -68,11 +68,14 @@ class Mounts:
         writable: host folders bound read-write at the same path.
         files: text files made up for the sandbox: ``{path inside: content}``, written into
             ``scratch`` first.
+        masked: host folders or files that must not exist inside: each is covered by an empty,
+            read-only folder (a library the process must not have, see `installed_paths`).
     """
 
     readonly: list[Path] = field(default_factory=list)
     writable: list[Path] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    masked: list[Path] = field(default_factory=list)
 
 
 @functools.cache
@@ -149,6 +152,28 @@ def python_paths() -> tuple[Path, ...]:
     # Keep only the outermost folders: a bind of a parent covers its children.
     outermost = [p for p in found if not any(q != p and q in p.parents for q in found)]
     return tuple(dict.fromkeys(outermost))
+
+
+def installed_paths(modules: tuple[str, ...]) -> tuple[Path, ...]:
+    """Where the given top-level modules are installed (packages' folders, single-file modules,
+    their vendored libraries), found without importing them."""
+    import importlib.util
+
+    found: list[Path] = []
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        locations = list(spec.submodule_search_locations or []) or [spec.origin]  # a package's folder, else its file
+        found += [Path(location) for location in locations if location and os.path.exists(location)]
+        for location in locations:
+            libs = Path(location or "").parent / f"{name}.libs"  # a wheel's vendored libraries
+            if location and libs.is_dir():
+                found.append(libs)
+    return tuple(dict.fromkeys(found))
 
 
 # The kit's folders a kernel must not see, wherever a bound folder would hold them.
@@ -246,6 +271,12 @@ def bwrap_argv(
     for path in mounts.writable:
         real = os.path.realpath(path)
         args += ["--bind", real, real]
+    for path in mounts.masked:
+        real = os.path.realpath(path)
+        if os.path.isdir(real):
+            args += ["--tmpfs", real, "--remount-ro", real]
+        elif os.path.exists(real):
+            args += ["--ro-bind", "/dev/null", real]
     # In its own PID namespace the kernel's parent is bwrap's init (pid 1); ipykernel would take
     # that for "my parent died" and exit. --die-with-parent does that job instead.
     args += ["--chdir", os.path.realpath(cwd), "--setenv", "JPY_PARENT_PID", "1", "--", *command]

@@ -123,11 +123,9 @@ def attacker_notebooks(ctx: dict[str, str]) -> dict[str, list[str]]:
 def hidden_leaker() -> str:
     """Convolutions that are right on the visible cases (public: an attacker can compute them) and,
     on the hidden ones only, spell their inputs into an exception text or a returned shape."""
-    from grader.convolution import BATCHED, FULL, PUBLIC_SEED, VISIBLE_CASES, make_cases
+    from grader.convolution import BATCHED, FULL, cases_for
 
-    visible = sorted(
-        {round(float(case.x.flatten()[0]), 5) for spec in (BATCHED, FULL) for case in make_cases(spec, seed=PUBLIC_SEED, count=VISIBLE_CASES)}
-    )
+    visible = sorted({round(float(case.x.flatten()[0]), 5) for spec in (BATCHED, FULL) for case in cases_for(spec, None)})
     return (
         BATCHED_OK + FULL_OK
         + f"\nVISIBLE = {visible!r}\n"
@@ -339,7 +337,7 @@ def test_hidden_inputs_do_not_leak_through_messages(attacked):
     _, out, _, _ = attacked
     graded = checks(out, "attack-hidden-cases")
     batched, full = graded["conv_batched"]["message"], graded["conv_full"]["message"]
-    assert "First failing case (hidden)" in batched and "raised ValueError" in batched
+    assert "First failing case (hidden)" in batched and "raised an exception" in batched and "ValueError" not in batched
     assert "First failing case (hidden)" in full and "returned the wrong shape (expected" in full
     written = "\n".join(p.read_text(errors="replace") for p in (out / "attack-hidden-cases").iterdir() if p.suffix != ".ipynb")
     assert "LEAK" not in written and "returned shape (" not in written

@@ -3,6 +3,8 @@ parsing, the written answer, where a missing name should have come from."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from types import SimpleNamespace
 
 import nbformat
@@ -69,10 +71,14 @@ def test_messages_about_hidden_cases_hold_nothing_the_students_code_produced():
     assert "1234" not in shape and "5678" not in shape and str(tuple(expected.shape)) in shape
     values = conv.compare(case, expected + 0.123456)
     assert "0.123" not in values and "differ" in values
-    answer = {"results": [{"status": "raised", "error_type": "ValueError", "message": "x[0,0]=0.4417"}]}
-    assert conv._outputs(answer, [], [case]) == ["raised ValueError"]
+    answer = {"status": "raised", "error_type": "ValueError", "message": "x[0,0]=0.4417"}
+    assert conv._outcome(case, answer, Path("."), 0) == "raised an exception"
+    assert conv._outcome(case, {"status": "bad_output", "message": "LEAK 0.4417"}, Path("."), 0) == (
+        "returned something that is not an array of numbers"
+    )
     visible = conv.make_cases(FULL, seed=1, count=1)[0]
-    assert conv._outputs(answer, [], [visible]) == ["raised ValueError: x[0,0]=0.4417"]
+    assert conv._outcome(visible, answer, Path("."), 0) == "raised ValueError: x[0,0]=0.4417"
+    assert "bias" not in case.describe() and "0." not in case.describe()
 
 
 def test_diagnose_names_the_feature_that_separates_failures():

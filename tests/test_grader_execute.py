@@ -87,6 +87,43 @@ def test_errors_are_recorded_and_the_run_goes_on_with_seeds_set_and_outputs_clea
         assert result_run.kernel.run_code("print(repr(x))", timeout=10).stdout.strip() == repr(expected)
 
 
+def test_the_first_cell_sees_exactly_the_streams_of_the_seed_in_random_numpy_and_torch(tmp_path):
+    """Seeds are set last, just before the first cell: whatever the kernel ran before it (the
+    grader's set-up, a package that draws at import, numpy imported early) changes nothing."""
+    first = (
+        "import random, numpy, torch\n"
+        "print(repr(random.random()), repr(float(numpy.random.rand())), repr(float(torch.rand(1))))"
+    )
+    with run(tmp_path, first, seed=7) as result_run:
+        import random
+
+        import numpy
+        import torch
+
+        random.seed(7)
+        numpy.random.seed(7)
+        torch.manual_seed(7)
+        expected = f"{random.random()!r} {float(numpy.random.rand())!r} {float(torch.rand(1))!r}"
+        assert result_run.result.notebook.cells[0].outputs[0]["text"].strip() == expected
+
+
+def test_seeds_hold_even_when_the_kernel_drew_numbers_before_the_first_cell(tmp_path):
+    from grader.kernel import KernelSession
+    from grader.sandbox import sandbox_info
+
+    path = write_notebook(tmp_path / "submission" / "nb.ipynb", "import random\nprint(repr(random.random()))")
+    workdir = tmp_path / "scratch" / "work"
+    kernel = KernelSession(workdir=workdir, seed=5, limits=Limits(cell_timeout=20, timeout=60), sandbox=sandbox_info(None))
+    kernel.start()
+    kernel.wait_ready()
+    assert kernel.run_code("import random\nrandom.random(); random.random()", timeout=20).status == "ok"
+    with execute_notebook(copy_notebook(path, workdir), workdir=workdir, kernel=kernel) as result_run:
+        import random
+
+        random.seed(5)
+        assert result_run.result.notebook.cells[0].outputs[0]["text"].strip() == repr(random.random())
+
+
 def test_torch_is_seeded_and_deterministic_when_the_notebook_imports_it(tmp_path):
     with run(
         tmp_path, "import torch\nprint(torch.rand(3).tolist(), torch.are_deterministic_algorithms_enabled())", seed=3
@@ -112,31 +149,44 @@ def test_output_is_cut_per_cell_and_for_the_whole_notebook(tmp_path):
         assert result_run.result.cells[4].status == "ok"
 
 
-def test_hanging_cell_is_interrupted_and_later_cells_still_run(tmp_path):
+BURN = "import time\nstart = time.process_time()\nwhile time.process_time() - start < {seconds}:\n    pass"
+
+
+def test_a_cell_over_its_cpu_budget_is_interrupted_and_later_cells_still_run(tmp_path):
     with run(
         tmp_path, "x = 1", "while True:\n    pass", "y = x + 1", limits=Limits(cell_timeout=3, timeout=60)
     ) as result_run:
         result = result_run.result
         assert [c.status for c in result.cells] == ["ok", "timeout", "ok"]
         assert result.failure.kind == "cell_timeout" and result.failure.cell == 1
-        assert "limit of 3 s" in result.failure.message and "while True" in result.failure.message
+        assert "limit of 3 CPU-s" in result.failure.message and "while True" in result.failure.message
+        assert 3 <= result.cells[1].cpu_seconds < 10
         assert result_run.kernel.run_code("print(y)", timeout=10).stdout.strip() == "2"
 
 
-def test_whole_notebook_time_limit_stops_the_run_but_keeps_the_kernel(tmp_path):
+def test_a_cell_that_waits_is_stopped_by_the_wall_clock_backstop(tmp_path):
+    """A sleeping cell uses no CPU: the wall clock, several times the CPU budget, stops it."""
+    with run(tmp_path, "import time\ntime.sleep(300)", "y = 2", limits=Limits(cell_timeout=2, timeout=60)) as result_run:
+        result = result_run.result
+        assert [c.status for c in result.cells] == ["timeout", "ok"]
+        assert "waited longer than 8 s" in result.cells[0].error_message
+        assert 8 <= result.cells[0].elapsed < 60
+
+
+def test_whole_notebook_cpu_budget_stops_the_run_but_keeps_the_kernel(tmp_path):
     with run(
         tmp_path,
-        "import time\nx = 1",
-        "time.sleep(2)",
-        "time.sleep(2)",
-        "time.sleep(30)",
+        "x = 1",
+        BURN.format(seconds=2),
+        BURN.format(seconds=2),
+        BURN.format(seconds=30),
         "z = 3",
         limits=Limits(cell_timeout=20, timeout=6),
     ) as result_run:
         result = result_run.result
         assert [c.status for c in result.cells] == ["ok", "ok", "ok", "timeout", "not_run"]
         assert result.failure.kind == "notebook_timeout" and result.failure.cell == 3
-        assert "time limit of 6 s" in result.failure.message
+        assert "limit of 6 CPU-s" in result.failure.message
         assert result_run.kernel.run_code("print(x)", timeout=10).stdout.strip() == "1"
 
 

@@ -338,9 +338,9 @@ def test_library_convolutions_get_nothing_however_spelled(graded):
     checks = graded["conv-library"]
     assert zero(checks["conv_simplest"]) and "scipy.signal" in checks["conv_simplest"]["message"]
     assert zero(checks["conv_batched"]) and "Conv2d" in checks["conv_batched"]["message"]
-    # No name in the source says conv2d: the run-time guard saw the operation itself.
+    # No name in the source says conv2d: the operator itself does not exist in the grader's runner.
     full_check = checks["conv_full"]
-    assert zero(full_check) and "aten::convolution" in full_check["message"], full_check["message"]
+    assert zero(full_check) and "library convolution" in full_check["message"], full_check["message"]
 
 
 def test_answers_forged_in_the_kernel_do_not_count(graded):
@@ -349,8 +349,9 @@ def test_answers_forged_in_the_kernel_do_not_count(graded):
 
 
 def test_the_full_convolution_must_build_windows_with_unfold(graded):
+    """Python loops over the output positions: right answers, but not every window at once."""
     check = graded["conv-no-unfold"]["conv_full"]
-    assert zero(check) and "does not build its windows with unfold" in check["message"]
+    assert zero(check) and "needed more than 1 CPU-s on the large case" in check["message"], check["message"]
 
 
 def test_an_honest_cnn_with_its_own_plots_keeps_full_marks(graded):
