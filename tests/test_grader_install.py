@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
 from grader_notebooks import write_notebook
+from virtualenvs import make_virtualenv, site_packages
 
 from grader.paths import GRADER_DIR, SRC_DIR
 from grader.sandbox import probe_bwrap
@@ -25,14 +25,8 @@ pytestmark = [
 
 def test_a_kit_installed_in_a_virtualenv_confines_its_kernels(tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    purelib = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-    )
+    python = make_virtualenv(venv)  # the kit's dependencies come from the running environment
+    purelib = site_packages(python)
     assert purelib != Path(sysconfig.get_paths()["purelib"])
     for package in (SRC_DIR, GRADER_DIR):  # the installed layout: both packages in site-packages
         shutil.copytree(package, purelib / package.name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,17 +1,18 @@
 """The student's set-up, as a new student does it: a fresh virtualenv, `pip install -e ".[lab]"`
 in the student repository, then JupyterLab and a kernel whose progress bars are widgets.
 
-The virtualenv sees the system's packages (``--system-site-packages``) so that torch, 5 GB, is
-not installed again; the ``lab`` extra's packages are installed into it from the package index.
+The virtualenv sees the packages of the Python running the tests (`virtualenvs.make_virtualenv`)
+so that torch, 5 GB, is not installed again; the ``lab`` extra's packages are installed into it
+from the package index.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
+from virtualenvs import make_virtualenv
 
 from grader.student_repo import write_student_repo
 
@@ -22,8 +23,7 @@ def test_the_student_install_gives_jupyterlab_and_widget_progress_bars(tmp_path)
     repo = tmp_path / "student"
     write_student_repo(repo)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
+    python = str(make_virtualenv(venv, with_pip=True))
     report = tmp_path / "install.json"
     done = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--report", str(report), "-e", f"{repo}[lab]"],
@@ -33,6 +33,8 @@ def test_the_student_install_gives_jupyterlab_and_widget_progress_bars(tmp_path)
     requested = json.loads(report.read_text())["install"]
     [kit] = [item for item in requested if item["metadata"]["name"] == "cnn-course-kit"]
     assert {"jupyterlab", "ipywidgets"} <= {r.split(">")[0].split(";")[0].strip() for r in kit["metadata"]["requires_dist"]}
+    reinstalled = {"torch", "torchvision"} & {item["metadata"]["name"] for item in requested}
+    assert not reinstalled, f"pip installed {sorted(reinstalled)} again: the virtualenv does not see the running environment"
     version = subprocess.run([python, "-m", "jupyterlab", "--version"], capture_output=True, text=True, check=False)
     assert version.returncode == 0 and version.stdout.strip().startswith("4."), version.stderr
 
