@@ -164,7 +164,8 @@ def run_function(namespace, spec, cases, Guard, found):
         finally:
             _timer(0)
         forbidden |= found["forbidden"]
-        if getattr(guard, "tampered", False):
+        # A timeout can land in the profiler, which Python then removes: the timeout is the verdict.
+        if getattr(guard, "tampered", False) and result["status"] != "timeout":
             forbidden.add("a change to the grader's guard (sys.setprofile or torch's dispatch modes)")
         if result["status"] == "ok":
             if spec.get("needs_windows") and not found["windows"]:
@@ -199,6 +200,12 @@ def main(request_path):
         signal.signal(signal.SIGALRM, _alarm)
     cases = torch.load(request["inputs"]["cases.pt"], weights_only=True)
     Guard, found = make_guard()
+    # The first operation under torch's modes imports what they need (sympy among them: about 2 s
+    # of CPU). Done here, before any student code: charged to a student's first call, it made an
+    # honest function time out on a busy machine, and the timeout cut that import in half for
+    # every function after it.
+    with Guard():
+        torch.ones(1, 1, 4, 4).unfold(2, 2, 1).sum((2, 3)) * torch.ones(1) + 1
     namespace = {"__name__": "submission", "__builtins__": __builtins__}
     source = Path(request["inputs"]["module.py"]).read_text()
     _timer(60.0)
