@@ -51,6 +51,7 @@ __all__ = [
     "rebuild_summaries",
     "run_batch",
     "shard",
+    "threads_per_kernel",
 ]
 
 GRADEBOOK = "gradebook.csv"
@@ -212,6 +213,15 @@ def _write(result: SubmissionResult, item: BatchItem) -> dict[str, str]:
 
 def _failed_result(item: BatchItem, message: str) -> SubmissionResult:
     return SubmissionResult(name=item.name, path=item.path, grader_error=message)
+
+
+def threads_per_kernel(jobs: int) -> int:
+    """Threads for each of ``jobs`` kernels at once: the cores shared out, and never more than
+    ``$OMP_NUM_THREADS`` (a scheduler's allocation: a Slurm task or a Kubernetes pod may see
+    every core of its node, and torch would start a thread per core in each kernel)."""
+    threads = max(1, _cores() // jobs)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(asked)) if asked.isdigit() and int(asked) > 0 else threads
 
 
 def _worker_init(threads: int) -> None:
@@ -377,7 +387,7 @@ def _run_in_workers(
     finished: Callable[[BatchItem, dict[str, str]], None],
     say: Callable[[str], None],
 ) -> None:
-    threads = max(1, _cores() // jobs)
+    threads = threads_per_kernel(jobs)
     todo = list(pending)
     for attempt in (1, 2):  # a worker that dies breaks its pool: one fresh pool for the rest
         context = multiprocessing.get_context("spawn")  # workers start clean: no threads, no zmq state

@@ -29,6 +29,7 @@ from grader.batch import (
     plan,
     run_batch,
     shard,
+    threads_per_kernel,
 )
 from grader.cli import EXIT_USAGE, main
 from grader.grade import GradeOptions
@@ -80,6 +81,19 @@ def test_shards_are_disjoint_balanced_and_cover_the_class(tmp_path):
     assert max(map(len, names)) - min(map(len, names)) <= 1
     # The same split from a different listing order (another machine).
     assert [i.name for i in shard(list(reversed(items)), 2, 3)] == [i.name for i in shards[1]]
+
+
+@pytest.mark.parametrize(
+    ("cores", "jobs", "omp", "expected"), [(8, 2, None, 4), (8, 2, "1", 1), (8, 2, "16", 4), (2, 4, None, 1), (8, 1, "x", 8)]
+)
+def test_kernels_share_the_cores_and_never_exceed_omp_num_threads(monkeypatch, cores, jobs, omp, expected):
+    """A Slurm task or a pod may see every core of its node: its OMP_NUM_THREADS is the cap."""
+    monkeypatch.setattr("grader.batch._cores", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert threads_per_kernel(jobs) == expected
 
 
 @pytest.mark.parametrize("text", ["2", "0/3", "4/3", "a/b", "1/0"])
