@@ -164,9 +164,10 @@ def checks(folder: Path) -> dict[str, list[tuple[str, str, float]]]:
 
 def results(kit: Path) -> dict[str, tuple[int, str]]:
     """Each shard's result files: (modification time, graded_at) by shard/submission."""
+    shards = kit / "out" / "shards"
     return {
-        str(path.parent.relative_to(kit / "out" / "shards")): (path.stat().st_mtime_ns, json.loads(path.read_text())["graded_at"])
-        for path in (kit / "out" / "shards").glob("*/*/result.json")
+        str(path.parent.relative_to(shards)): (path.stat().st_mtime_ns, json.loads(path.read_text())["graded_at"])
+        for path in shards.glob("*/*/result.json")
     }
 
 

@@ -84,7 +84,8 @@ def test_shards_are_disjoint_balanced_and_cover_the_class(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("cores", "jobs", "omp", "expected"), [(8, 2, None, 4), (8, 2, "1", 1), (8, 2, "16", 4), (2, 4, None, 1), (8, 1, "x", 8)]
+    ("cores", "jobs", "omp", "expected"),
+    [(8, 2, None, 4), (8, 2, "1", 1), (8, 2, "16", 4), (2, 4, None, 1), (8, 1, "x", 8)],
 )
 def test_kernels_share_the_cores_and_never_exceed_omp_num_threads(monkeypatch, cores, jobs, omp, expected):
     """A Slurm task or a pod may see every core of its node: its OMP_NUM_THREADS is the cap."""

@@ -62,3 +62,16 @@ def test_a_call_that_runs_out_of_time_is_a_timeout_not_a_changed_guard(tmp_path)
     answer = run_worker(tmp_path, source)
     assert [r["status"] for r in answer["results"]] == ["timeout", "timeout"]
     assert answer["forbidden"] == []
+
+
+def test_the_guard_still_sees_a_library_convolution_in_the_first_call(tmp_path):
+    """Paying the start-up under the guard leaves it as it was: what the student's call reaches
+    is still recorded."""
+    source = (
+        "import torch.nn.functional as F\n\n"
+        "def custom_conv_2d(x, kernel, bias):\n"
+        "    return F.conv2d(x, kernel, bias)\n"
+    )
+    answer = run_worker(tmp_path, source)
+    assert [r["status"] for r in answer["results"]] == ["ok", "ok"]
+    assert "aten::convolution" in answer["forbidden"], answer["forbidden"]
