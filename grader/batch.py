@@ -34,7 +34,7 @@ from typing import Any
 
 from grader.assignments import ASSIGNMENTS
 from grader.grade import GradeOptions, grade_submissions, unique_names
-from grader.limits import usable_cores
+from grader.limits import threads_per_process, usable_cores
 from grader import manual as manual_points
 from grader.report import atomic_write, gradebook_csv, gradebook_row, write_reports
 from grader.results import SubmissionResult
@@ -375,7 +375,7 @@ def _run_in_workers(
     finished: Callable[[BatchItem, dict[str, str]], None],
     say: Callable[[str], None],
 ) -> None:
-    threads = max(1, usable_cores() // jobs)
+    threads = threads_per_process(jobs)
     todo = list(pending)
     for attempt in (1, 2):  # a worker that dies breaks its pool: one fresh pool for the rest
         context = multiprocessing.get_context("spawn")  # workers start clean: no threads, no zmq state

@@ -96,11 +96,13 @@ class Limits:
         return int(self.timeout) + 120
 
 
-def threads_per_process() -> int:
-    """CPU threads each kernel or worker of this grader may use: ``$OMP_NUM_THREADS`` where the
-    grader set it (``--jobs N`` gives each of the N its share), else every usable core."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
+def threads_per_process(jobs: int = 1) -> int:
+    """CPU threads each of ``jobs`` kernels or workers at once may use: the usable cores shared
+    out, and never more than ``$OMP_NUM_THREADS`` (what ``--jobs N`` set for its workers, or a
+    scheduler's allocation: a Slurm task or a Kubernetes pod may see every core of its node)."""
+    threads = max(1, usable_cores() // max(1, jobs))
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(asked)) if asked.isdigit() and int(asked) > 0 else threads
 
 
 def usable_cores() -> int:

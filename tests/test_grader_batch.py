@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from grader_notebooks import FAST, SIMPLEST_OK, write_notebook
 
+from grader.limits import threads_per_process
 from grader.batch import (
     discover,
     fingerprint,
@@ -80,6 +81,20 @@ def test_shards_are_disjoint_balanced_and_cover_the_class(tmp_path):
     assert max(map(len, names)) - min(map(len, names)) <= 1
     # The same split from a different listing order (another machine).
     assert [i.name for i in shard(list(reversed(items)), 2, 3)] == [i.name for i in shards[1]]
+
+
+@pytest.mark.parametrize(
+    ("cores", "jobs", "omp", "expected"),
+    [(8, 2, None, 4), (8, 2, "1", 1), (8, 2, "16", 4), (2, 4, None, 1), (8, 1, "x", 8)],
+)
+def test_kernels_share_the_cores_and_never_exceed_omp_num_threads(monkeypatch, cores, jobs, omp, expected):
+    """A Slurm task or a pod may see every core of its node: its OMP_NUM_THREADS is the cap."""
+    monkeypatch.setattr("grader.limits.usable_cores", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert threads_per_process(jobs) == expected
 
 
 @pytest.mark.parametrize("text", ["2", "0/3", "4/3", "a/b", "1/0"])
