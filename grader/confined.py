@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,6 @@ def run_worker(
     timeout: float,
     inputs: dict[str, Path] | None = None,
     readonly: tuple[Path, ...] = (),
-    stop: Callable[[Path], str | None] | None = None,
 ) -> WorkerResult:
     """Run ``script`` on ``request`` in a fresh confined process.
 
@@ -158,8 +156,6 @@ def run_worker(
         inputs: files copied into the worker's folder under the given names (``{"model.pt2": path}``);
             their paths inside are added to the request as ``request["inputs"]``.
         readonly: host files the worker reads in place (data, weights), bound read-only.
-        stop: called every 50 ms with the worker's folder; a non-empty answer stops the worker
-            (e.g. a function ran past its own time), and becomes the reason.
 
     Returns:
         A `WorkerResult`; never raises for what the worker did.
@@ -167,7 +163,7 @@ def run_worker(
     started = time.monotonic()
     process, box, folder = _spawn(script, request, name=name, limits=limits, sandbox=sandbox, inputs=inputs, readonly=readonly)
     try:
-        status, reason, log = _wait(process, box, folder, timeout=timeout, stop=stop)
+        status, reason, log = _wait(process, box, timeout=timeout)
         result = WorkerResult(status, reason=reason, log=log)
         raw = _read_plain(folder / "answers.json")
         try:
@@ -211,11 +207,9 @@ class _Tail(threading.Thread):
         return bytes(self.tail).decode(errors="replace")
 
 
-def _wait(
-    process: subprocess.Popen, box: ProcessBox, folder: Path, *, timeout: float, stop: Callable[[Path], str | None] | None
-) -> tuple[str, str, str]:
-    """Wait for the worker; kill it past its CPU budget or its wall-clock backstop, on ``stop``,
-    or when the box killed it.
+def _wait(process: subprocess.Popen, box: ProcessBox, *, timeout: float) -> tuple[str, str, str]:
+    """Wait for the worker; kill it past its CPU budget or its wall-clock backstop, or when the
+    box killed it.
 
     Returns:
         ``(status, reason, the end of its output)``.
@@ -233,11 +227,6 @@ def _wait(
         if time.monotonic() > deadline:
             status, reason = "timeout", f"no answer within {timeout * WALL_FACTOR:g} s while using {used:.0f} CPU-s"
             break
-        if stop is not None:
-            why = stop(folder)
-            if why:
-                status, reason = "timeout", why
-                break
         time.sleep(0.05)
     if status != "ok":
         box.kill()

@@ -555,7 +555,8 @@ def verify_convolutions(
                     answers[spec.name].windows = False
                 memory = "memory limit" in reply.reason  # the box's own words: never the student's
                 state.outputs[index] = (
-                    f"did not return within {budget:g} CPU-s (an endless loop?)" if reply.status == "timeout"
+                    (f"did not return within {CALL_CPU_S:g} CPU-s (an endless loop?)" if budget >= CALL_CPU_S
+                     else f"used up the {FUNCTION_CPU_S:g} CPU-s its cases may take together") if reply.status == "timeout"
                     else f"stopped its process by going over the memory limit of {limits.memory_gib:g} GiB" if memory
                     else "stopped its process (a crash)"
                 )
