@@ -86,14 +86,18 @@ def near_copy(
 
 
 def noisy_solution(path: Path, rng: random.Random) -> nbformat.NotebookNode:
-    """The reference solution with a line of the student's own after about half of the lines of
-    each solution region: generated submissions that differ as much as honest ones do."""
+    """The reference solution made a student's own: in each solution region, about half of the
+    numbers changed (sizes, learning rates, epochs: students choose their own) and a line of
+    the student's after about half of the lines. Generated submissions then share about as
+    little as honest ones do, though all come from one solution."""
     notebook = read(path)
     for cell in notebook.cells:
         lines, inside = [], False
         for line in cell.source.splitlines():
-            lines.append(line)
             inside = ("### BEGIN SOLUTION" in line or inside) and "### END SOLUTION" not in line
+            if inside:
+                line = re.sub(r"\b\d+\b", lambda m: str(rng.randrange(2, 999)) if rng.random() < 0.5 else m[0], line)
+            lines.append(line)
             open_line = line.rstrip().endswith(("(", "[", "{", ",", "\\"))  # a statement goes on
             if inside and line.strip() and not open_line and rng.random() < 0.5:
                 indent = re.match(r"\s*", line).group()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
+import random
 import re
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from similarity_notebooks import (
     fill,
     generated_class,
     near_copy,
+    noisy_solution,
     read,
     write_graded,
 )
@@ -156,6 +159,32 @@ def test_a_generated_class_of_30_lists_exactly_the_planted_copies(tmp_path):
     report = run(out)
     assert {(p.notebook, p.a, p.b) for p in report.pairs} == planted
     assert [(n.submissions, n.pairs) for n in report.notebooks] == [(30, 435)] * 3
+
+
+def test_the_pair_loop_counts_what_copydetect_counts(tmp_path):
+    """The loop over pairs counts shared code with a table of fingerprints
+    (`_pairs_sharing_code`), not with copydetect's `compare_files`, which is slower: on every
+    pair, the same numbers, and a pair it leaves out shares nothing."""
+    from copydetect.detector import compare_files
+
+    rng = random.Random(0)
+    notebooks = [reference(), near_copy(reference()), einsum(), other_author(), template()]
+    notebooks += [noisy_solution(SOLUTIONS / CONVOLUTION, rng) for _ in range(3)]
+    given, _ = similarity.notebook_code(TEMPLATES / CONVOLUTION)
+    boilerplate = similarity._template_hashes(given)
+    own = []
+    for index, notebook in enumerate(notebooks):
+        nbformat.write(notebook, tmp_path / f"{index}.ipynb")
+        cells, _ = similarity.notebook_code(tmp_path / f"{index}.ipynb")
+        own.append(similarity._Own.of(similarity._own_code(str(index), cells, boilerplate)))
+    counted = {(i, j): (first, second) for i, j, first, second in similarity._pairs_sharing_code(own)}
+    for (i, a), (j, b) in itertools.combinations(enumerate(own), 2):
+        overlap, (share_a, share_b), _ = compare_files(a.fingerprint, b.fingerprint)
+        first, second = counted.get((i, j), (0, 0))
+        assert first == overlap, (i, j)
+        assert first / max(a.fingerprint.token_coverage, 1) == pytest.approx(share_a), (i, j)
+        assert second / max(b.fingerprint.token_coverage, 1) == pytest.approx(share_b), (i, j)
+    assert len(counted) >= 10  # the copies, the solutions and the generated ones share code
 
 
 # ----------------------------------------------------------------------------- what is written
