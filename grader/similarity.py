@@ -116,8 +116,8 @@ def notebook_code(path: Path) -> tuple[list[tuple[int, str]] | None, str | None]
 
 
 def _document(cells: list[tuple[int, str]]) -> str:
-    # "# In[8]" is a comment, so it is not compared; on a page it says which cell a line is in.
-    return "".join(f"{_BREAK}# In[{index}]\n{source}" for index, source in cells) + _BREAK
+    # "# cell 8" is a comment, so it is not compared; on a page it says which cell a line is in.
+    return "".join(f"{_BREAK}# cell {index}\n{source}" for index, source in cells) + _BREAK
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -143,6 +143,7 @@ def _own_code(name: str, cells: list[tuple[int, str]], boilerplate: np.ndarray) 
     from copydetect.detector import CodeFingerprint
     from copydetect.utils import get_token_coverage, hashed_kgrams
 
+    # copydetect's boilerplate removal first; the mask below removes a superset of it.
     fingerprint = CodeFingerprint(
         name, NOISE, 1, boilerplate=boilerplate, fp=io.StringIO(_document(cells)), language="python"
     )
@@ -279,10 +280,12 @@ class Similarity:
     elapsed: float = 0.0
 
     def to_json(self) -> str:
+        """The report as ``summary.json`` holds it."""
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Similarity:
+        """The report from ``summary.json``'s parsed contents."""
         return cls(
             threshold=data["threshold"],
             notebooks=[NotebookStats(**n) for n in data.get("notebooks", [])],
@@ -364,7 +367,11 @@ def compare_class(
     try:
         for notebook in sorted(by_notebook):
             stats, pairs = _compare_notebook(
-                notebook, by_notebook[notebook], templates=templates, threshold=threshold, staging=staging,
+                notebook,
+                by_notebook[notebook],
+                templates=templates,
+                threshold=threshold,
+                staging=staging,
                 skipped=report.skipped,
             )
             report.notebooks.append(stats)
@@ -483,8 +490,9 @@ mark {{ background: #f5c2c2; }}
 <h1>{title}</h1>
 <p>{share_a}% of {a}'s own code in this notebook is also in {b}'s, and {share_b}% of {b}'s is in
 {a}'s ({lines} lines of {a}'s notebook). <mark>Marked</mark>: code in common that the template did
-not give. The comparison ignores names, strings, comments, spacing and the order of cells;
-<code># In[i]</code> starts cell i of the notebook.</p>
+not give. The comparison ignores names, strings, comments, spacing and the order of cells.
+Shown: the cells that differ from the template, each under <code># cell i</code> (its place in the
+notebook, every cell counted from 0).</p>
 <p class="note">A signal for a person, not a finding: it changes no points and no student sees it.
 Short tasks have few ways to be written. Read both notebooks before deciding anything.</p>
 <div class="pair">
