@@ -246,7 +246,8 @@ class NotebookStats:
         submissions: submissions whose notebook was compared.
         pairs: pairs compared.
         listed: pairs at or above the threshold.
-        highest: the highest share of a pair with at least `MIN_SHARED` characters in common.
+        highest_below: the highest share of a pair not listed (with at least `MIN_SHARED`
+            characters in common): how close the rest of the class comes to the threshold.
         template: whether the template was found (else all code counts as the students').
     """
 
@@ -254,7 +255,7 @@ class NotebookStats:
     submissions: int
     pairs: int
     listed: int
-    highest: float
+    highest_below: float
     template: bool
 
 
@@ -418,18 +419,19 @@ def _compare_notebook(
         own[name] = _Own.of(_own_code(f"{name}/{path.name}", changed, boilerplate))
 
     names = sorted(own)
-    pairs, highest = [], 0.0
+    pairs, below = [], 0.0
     for i, j, overlap_a, overlap_b in _pairs_sharing_code([own[name] for name in names]):
         (a, first), (b, second) = (names[i], own[names[i]]), (names[j], own[names[j]])
         if min(overlap_a, overlap_b) < MIN_SHARED:
             continue
         share_a = 100 * overlap_a / first.fingerprint.token_coverage
         share_b = 100 * overlap_b / second.fingerprint.token_coverage
-        highest = max(highest, share_a, share_b)
-        if max(share_a, share_b) >= threshold:
-            _, _, slices = compare_files(first.fingerprint, second.fingerprint)  # where, for the page
-            pair = Pair(notebook, a, b, round(share_a, 1), round(share_b, 1), min(overlap_a, overlap_b))
-            pairs.append((pair, slices))
+        if max(share_a, share_b) < threshold:
+            below = max(below, share_a, share_b)
+            continue
+        _, _, slices = compare_files(first.fingerprint, second.fingerprint)  # where, for the page
+        pair = Pair(notebook, a, b, round(share_a, 1), round(share_b, 1), min(overlap_a, overlap_b))
+        pairs.append((pair, slices))
 
     pairs.sort(key=lambda item: -item[0].share)
     for rank, (pair, slices) in enumerate(pairs):
@@ -437,7 +439,7 @@ def _compare_notebook(
         if rank < MAX_PAGES:
             pair.page = _write_page(staging, pair, paths, own, slices)
     compared = len(names) * (len(names) - 1) // 2
-    stats = NotebookStats(notebook, len(names), compared, len(pairs), round(float(highest), 1), template is not None)
+    stats = NotebookStats(notebook, len(names), compared, len(pairs), round(float(below), 1), template is not None)
     return stats, [pair for pair, _ in pairs]
 
 
@@ -578,12 +580,12 @@ def markdown_section(report: Similarity | None, results: list[dict[str, Any]]) -
         "deciding anything. *A in B*: the share of A's own code also in B's; the list is cut and ranked by the "
         "larger of the two.",
         "",
-        "| notebook | submissions compared | pairs | listed | highest share |",
+        "| notebook | submissions compared | pairs | listed | highest share not listed |",
         "|---|---:|---:|---:|---:|",
     ]
     for stats in report.notebooks:
         lines.append(
-            f"| {stats.notebook} | {stats.submissions} | {stats.pairs} | {stats.listed} | {stats.highest:g}% |"
+            f"| {stats.notebook} | {stats.submissions} | {stats.pairs} | {stats.listed} | {stats.highest_below:g}% |"
         )
     for stats in report.notebooks:
         if not stats.template:
