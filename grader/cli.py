@@ -401,8 +401,11 @@ def _similarity_after(out: Path, threshold: float) -> None:
     """The similarity report after a class is graded or merged. Grades are done by then, so a
     failure here is said and leaves the exit code alone."""
     from grader.batch import rebuild_summaries
-    from grader.similarity import compare_class
+    from grader.similarity import compare_class, up_to_date
 
+    if up_to_date(out, threshold):  # a resumed batch that graded nothing: minutes saved at 300
+        _log(f"similarity: up to date (no submission graded since); `python -m grader similarity {out}` redoes it")
+        return
     try:
         report = compare_class(out, threshold=threshold)
     except Exception as error:  # noqa: BLE001  # the grades stand; say what failed and how to retry

@@ -58,6 +58,7 @@ __all__ = [
     "load",
     "markdown_section",
     "notebook_code",
+    "up_to_date",
 ]
 
 FOLDER = "similarity"  # OUT/similarity/
@@ -303,6 +304,16 @@ def load(out: Path) -> Similarity | None:
         return Similarity.from_dict(json.loads((Path(out) / FOLDER / SUMMARY).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def up_to_date(out: Path, threshold: float) -> bool:
+    """Whether ``out`` holds a report made with ``threshold`` after its last submission was graded."""
+    report = load(out)
+    return (
+        report is not None
+        and report.threshold == threshold
+        and report.graded_at == {name: at for name, (_, at) in _submissions(Path(out)).items()}
+    )
 
 
 # ----------------------------------------------------------------------------- the comparison

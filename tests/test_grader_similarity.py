@@ -255,6 +255,12 @@ def test_merge_of_shards_makes_the_report_for_the_whole_class(tmp_path, capsys):
     assert "similarity: 1 pair(s) at or above 70%" in capsys.readouterr().err
     assert sorted(listed(similarity.load(tmp_path / "all"))) == [("alice", "bob")]
     assert "| alice | bob |" in overview(tmp_path / "all")
+    summary = tmp_path / "all" / "similarity" / "summary.json"
+    made = summary.stat().st_mtime_ns
+    assert main(["merge", str(tmp_path / "s1"), str(tmp_path / "s2"), "--out", str(tmp_path / "all")]) == EXIT_OK
+    assert "similarity: up to date" in capsys.readouterr().err and summary.stat().st_mtime_ns == made
+    main(["merge", str(tmp_path / "s1"), "--out", str(tmp_path / "all"), "--similarity-threshold", "1"])
+    assert similarity.load(tmp_path / "all").threshold == 1  # another threshold: made again
 
 
 @pytest.mark.parametrize("value", ["0", "101", "-5", "abc", "nan"])
