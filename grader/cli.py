@@ -432,8 +432,9 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
     from grader.batch import rebuild_summaries
     from grader.similarity import compare_class
 
-    if not args.out.is_dir():
-        _log(f"error: no such folder: {args.out}")
+    missing = [folder for folder in (args.out, args.templates) if not folder.is_dir()]
+    if missing:
+        _log("error: no such folder: " + ", ".join(map(str, missing)))
         return EXIT_USAGE
     try:
         report = compare_class(args.out, threshold=args.similarity_threshold, templates=args.templates, log=_log)

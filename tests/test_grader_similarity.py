@@ -274,6 +274,13 @@ def test_threshold_out_of_range_is_a_usage_error_that_says_the_range(value, tmp_
         similarity.compare_class(tmp_path, threshold=0)
 
 
+def test_missing_folders_are_named(tmp_path, capsys):
+    assert main(["similarity", str(tmp_path / "nowhere")]) == EXIT_USAGE
+    assert f"no such folder: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert main(["similarity", str(tmp_path), "--templates", str(tmp_path / "templates")]) == EXIT_USAGE
+    assert f"no such folder: {tmp_path / 'templates'}" in capsys.readouterr().err
+
+
 def test_a_submission_named_like_the_report_folder_is_refused(tmp_path, capsys):
     out = make_class(tmp_path / "out", alice=reference(), similarity=reference())
     assert main(["similarity", str(out)]) == EXIT_USAGE
