@@ -4,9 +4,10 @@ untouched templates are not, and it stays a note for the instructor.
 The classes are report folders built directly (what `grade` leaves in OUT: each submission's
 executed notebooks and reports), so no kernel runs, except in the one test of the real `grade`
 command. The honest solutions are the reference (``solutions/``), an einsum one written apart
-(`similarity_notebooks.EINSUM`) and the loops and ``unfold`` of ``grader_notebooks`` (another
-author). Between them they share at most half of their own code; near copies share all of it:
-the default threshold (70%) lists the second and not the first.
+(`similarity_notebooks.EINSUM`), and the loops and ``unfold`` of ``grader_notebooks`` and the
+honest alternatives of ``test_grader_skills`` (the grader's tests). Between them they share at
+most half of their own code; near copies share all of it: the default threshold (70%) lists the
+second and not the first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from grader_notebooks import BATCHED_OK, FULL_OK, SIMPLEST_OK, write_notebook
+from test_grader_skills import HONEST_CONVOLUTIONS
 from similarity_notebooks import (
     CONVOLUTION,
     EINSUM,
@@ -123,15 +125,32 @@ def test_near_copies_are_listed_and_honest_work_and_templates_are_not(tmp_path):
     assert "| 01_convolution.ipynb | alice | bob | 100% | 100% |" in text
 
 
+def own_code(folder: Path, notebooks: list[nbformat.NotebookNode]) -> list:
+    """Each notebook's code as the comparison sees it (`similarity._Own`), the 01 template given."""
+    given, _ = similarity.notebook_code(TEMPLATES / CONVOLUTION)
+    boilerplate = similarity._template_hashes(given)
+    own = []
+    for index, notebook in enumerate(notebooks):
+        nbformat.write(notebook, folder / f"{index}.ipynb")
+        cells, _ = similarity.notebook_code(folder / f"{index}.ipynb")
+        own.append(similarity._Own.of(similarity._own_code(str(index), cells, boilerplate)))
+    return own
+
+
 def test_honest_solutions_share_at_most_half_of_their_own_code(tmp_path):
-    """Listed at 1%, every pair of honest solutions shows its share: all at most 50%, far from
-    the near copies' 100%. At the default threshold, none is listed."""
-    out = make_class(tmp_path / "out", reference=reference(), einsum=einsum(), other=other_author())
-    everything = run(out, "--similarity-threshold", "1")
-    shares = {names: pair.share for names, pair in listed(everything).items()}
-    assert all(share <= 50 for share in shares.values()), shares
-    report = run(out)
-    assert not report.pairs and report.notebooks[0].highest_below == max(shares.values())
+    """Four honest solutions by three authors (the reference; einsum; loops and unfold in two
+    styles from the grader's tests): every pair's larger share, however little code it has in
+    common, is at most 50%, against the near copies' 100%. At the default threshold, none is
+    listed."""
+    honest = [reference(), einsum(), other_author(), fill(template(), bodies(HONEST_CONVOLUTIONS))]
+    own = own_code(tmp_path, honest)
+    shares = {
+        (i, j): 100 * max(first / own[i].fingerprint.token_coverage, second / own[j].fingerprint.token_coverage)
+        for i, j, first, second in similarity._pairs_sharing_code(own)
+    }
+    assert len(shares) == 5 and max(shares.values()) <= 50, shares  # einsum and the skills' share nothing
+    out = make_class(tmp_path / "out", **dict(zip(("reference", "einsum", "other", "skills"), honest)))
+    assert not run(out).pairs
     assert "No pair at or above 70%." in overview(out)
 
 
@@ -171,13 +190,7 @@ def test_the_pair_loop_counts_what_copydetect_counts(tmp_path):
     rng = random.Random(0)
     notebooks = [reference(), near_copy(reference()), einsum(), other_author(), template()]
     notebooks += [noisy_solution(SOLUTIONS / CONVOLUTION, rng) for _ in range(3)]
-    given, _ = similarity.notebook_code(TEMPLATES / CONVOLUTION)
-    boilerplate = similarity._template_hashes(given)
-    own = []
-    for index, notebook in enumerate(notebooks):
-        nbformat.write(notebook, tmp_path / f"{index}.ipynb")
-        cells, _ = similarity.notebook_code(tmp_path / f"{index}.ipynb")
-        own.append(similarity._Own.of(similarity._own_code(str(index), cells, boilerplate)))
+    own = own_code(tmp_path, notebooks)
     counted = {(i, j): (first, second) for i, j, first, second in similarity._pairs_sharing_code(own)}
     for (i, a), (j, b) in itertools.combinations(enumerate(own), 2):
         overlap, (share_a, share_b), _ = compare_files(a.fingerprint, b.fingerprint)
