@@ -472,7 +472,8 @@ def _write_csv(path: Path, pairs: list[Pair]) -> None:
 
 
 def _replace(target: Path, staging: Path) -> None:
-    """Put ``staging`` where ``target`` is, so that a reader sees the old report or the new one."""
+    """Put ``staging`` where ``target`` is: a reader never sees half of a report (at most, for a
+    moment, none)."""
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{FOLDER}-old-", dir=target.parent))
