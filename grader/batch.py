@@ -36,6 +36,7 @@ from grader.assignments import ASSIGNMENTS
 from grader.grade import GradeOptions, grade_submissions, unique_names
 from grader.limits import threads_per_process, usable_cores
 from grader import manual as manual_points
+from grader import similarity
 from grader.report import atomic_write, gradebook_csv, gradebook_row, write_reports
 from grader.results import SubmissionResult
 
@@ -436,7 +437,7 @@ def rebuild_summaries(out: Path, *, log: Callable[[str], None] | None = None) ->
     results = results_in(out)
     store = manual_points.load_store(out)
     atomic_write(out / GRADEBOOK, gradebook_csv([gradebook_row(data, store) for data in results]))
-    atomic_write(out / OVERVIEW, overview_markdown(results, store))
+    atomic_write(out / OVERVIEW, overview_markdown(results, store, similarity.load(out)))
     answers = out / manual_points.ANSWERS
     pending = manual_points.unrecorded(answers, store) if answers.is_file() else 0
     if pending:
@@ -458,9 +459,14 @@ def _bar(count: int, largest: int, width: int = 30) -> str:
     return "█" * (round(width * count / largest) if largest else 0)
 
 
-def overview_markdown(results: list[dict[str, Any]], store: dict[str, Any] | None = None) -> str:
+def overview_markdown(
+    results: list[dict[str, Any]],
+    store: dict[str, Any] | None = None,
+    similar: similarity.Similarity | None = None,
+) -> str:
     """The class at a glance: score distribution, points per notebook, the checks most often
-    failed, the written answers and their manual points."""
+    failed, the written answers and their manual points, and the pairs of submissions with
+    similar code (`grader.similarity`; ``similar`` is its last report, None before one)."""
     lines = ["# Class overview", ""]
     if not results:
         return "\n".join(lines + ["No graded submission yet.", ""])
@@ -533,6 +539,7 @@ def overview_markdown(results: list[dict[str, Any]], store: dict[str, Any] | Non
             + (f"; mean {statistics.fmean(scored):.1f} / {written[0].max_points:g} over the scored ones" if scored else "")
             + f". Fill in `{manual_points.ANSWERS}` and run `python -m grader manual` on this folder."
         )
+    lines += similarity.markdown_section(similar, results)
     return "\n".join(lines) + "\n"
 
 

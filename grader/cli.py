@@ -3,6 +3,8 @@
     python -m grader grade [PATH ...]      grade submissions (folders, class folders or notebooks);
                                            default solutions/ (assignments/ in a student repository)
     python -m grader merge SOURCE... --out DIR  merge the reports of several shards
+    python -m grader similarity OUT        which pairs of a graded class share code (also run by
+                                           `grade` on a class and by `merge`)
     python -m grader manual OUT            record the manual points of the filled-in OUT/answers.csv
     python -m grader check NOTEBOOK        a student's self-check: visible cases only
     python -m grader release               write assignments/ from solutions/
@@ -24,9 +26,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
 from grader.limits import Limits
+
+if TYPE_CHECKING:
+    from grader.similarity import Similarity
 
 __all__ = ["build_parser", "main"]
 
@@ -70,6 +76,29 @@ def _add_limits(parser: argparse.ArgumentParser, *, cell: float, notebook: float
         help="fail (exit 3) when bubblewrap cannot confine kernels (the default when grading submissions)",
     )
     parser.add_argument("--keep-scratch", action="store_true", help="keep the scratch copies (debugging)")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"a percent above 0 and at most 100 (70: pairs sharing 70%), not {text!r}")
+    return value
+
+
+def _add_similarity(parser: argparse.ArgumentParser) -> None:
+    from grader.similarity import DEFAULT_THRESHOLD
+
+    parser.add_argument(
+        "--similarity-threshold",
+        type=_percent,
+        default=DEFAULT_THRESHOLD,
+        metavar="PERCENT",
+        help="list in the overview the pairs of submissions whose own code in a notebook is at least PERCENT "
+        "the same (default: %(default)g). A signal for a person, never points",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard", default=None, metavar="I/N", help="grade only shard I of N (deterministic, by submission name)"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_similarity(batch)
     _add_limits(grade, cell=Limits.cell_timeout, notebook=Limits.timeout)
     grade.set_defaults(func=_cmd_grade)
 
@@ -143,7 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     merge.add_argument("--out", type=Path, required=True, help="the merged report folder")
+    _add_similarity(merge)
     merge.set_defaults(func=_cmd_merge)
+
+    similarity = commands.add_parser(
+        "similarity",
+        help="which pairs of a graded class share code the template did not give them",
+        description="Compare the code cells of each notebook of every graded submission in OUT with the same "
+        "notebook of every other one (copydetect's winnowing fingerprints, as MOSS; the template's code does not "
+        "count), then list the pairs at or above the threshold in OUT/overview.md, with a side-by-side page of "
+        "each in OUT/similarity/. A signal for a person: no points change, no student's report mentions it.",
+    )
+    similarity.add_argument("out", type=Path, metavar="OUT", help="the report folder of `grade` (or `merge`)")
+    _add_similarity(similarity)
+    similarity.add_argument(
+        "--templates",
+        type=Path,
+        default=ASSIGNMENTS_DIR,
+        metavar="DIR",
+        help="the notebooks the students received, whose code does not count (default: %(default)s)",
+    )
+    similarity.set_defaults(func=_cmd_similarity)
 
     check = commands.add_parser(
         "check",
@@ -338,10 +388,65 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             code = EXIT_GRADER
         elif args.fail_under is not None and row["percent"] and float(row["percent"]) < args.fail_under:
             code = EXIT_BELOW if code == EXIT_OK else code
+    if shard_of is not None:
+        _log("similarity: left to `merge`, which sees the whole class")
+    elif len(items) > 1:
+        _similarity_after(args.out, args.similarity_threshold)
     print(f"gradebook: {args.out / 'gradebook.csv'}; class overview: {args.out / 'overview.md'}", flush=True)
     if len(items) == 1:
         print(f"report: {items[0].out_dir / 'report.md'}", flush=True)
     return code
+
+
+def _similarity_after(out: Path, threshold: float) -> None:
+    """The similarity report after a class is graded or merged. Grades are done by then, so a
+    failure here is said and leaves the exit code alone."""
+    from grader.batch import rebuild_summaries
+    from grader.similarity import compare_class, up_to_date
+
+    if up_to_date(out, threshold):  # a resumed batch that graded nothing: minutes saved at 300
+        _log(f"similarity: up to date (no submission graded since); `python -m grader similarity {out}` redoes it")
+        return
+    try:
+        report = compare_class(out, threshold=threshold)
+    except Exception as error:  # noqa: BLE001  # the grades stand; say what failed and how to retry
+        _log(
+            f"warning: no similarity report ({type(error).__name__}: {error}); the grades are not affected. "
+            f"Retry with `python -m grader similarity {out}`"
+        )
+        return
+    rebuild_summaries(out)
+    _log(_similarity_line(report))
+
+
+def _similarity_line(report: Similarity) -> str:
+    listed = len(report.pairs)
+    return (
+        f"similarity: {listed} pair(s) at or above {report.threshold:g}% in "
+        f"{sum(n.pairs for n in report.notebooks)} compared, {report.elapsed:.1f} s"
+        + (f"; {len(report.skipped)} notebook(s) not compared" if report.skipped else "")
+        + "; see the overview"
+    )
+
+
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    from grader.batch import rebuild_summaries
+    from grader.similarity import compare_class
+
+    missing = [folder for folder in (args.out, args.templates) if not folder.is_dir()]
+    if missing:
+        _log("error: no such folder: " + ", ".join(map(str, missing)))
+        return EXIT_USAGE
+    try:
+        report = compare_class(args.out, threshold=args.similarity_threshold, templates=args.templates, log=_log)
+    except ValueError as error:
+        _log(f"error: {error}")
+        return EXIT_USAGE
+    for note in report.skipped:
+        _log(f"not compared: {note}")
+    rebuild_summaries(args.out)
+    print(_similarity_line(report) + f": {args.out / 'overview.md'}", flush=True)
+    return EXIT_OK
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -353,6 +458,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in merge(args.sources, args.out):
         _log(f"warning: {warning}")
+    if len(list(args.out.glob("*/result.json"))) > 1:
+        _similarity_after(args.out, args.similarity_threshold)
     print(f"gradebook: {args.out / 'gradebook.csv'}; class overview: {args.out / 'overview.md'}")
     return EXIT_OK
 
