@@ -353,7 +353,7 @@ def test_a_saved_graph_with_a_file_operator_is_refused_by_name(attacked):
 def test_a_model_that_hangs_or_exhausts_memory_is_a_failed_check(attacked):
     _, out, _, _ = attacked
     hangs = checks(out, "attack-model-hangs", "02_cnn_fashion_mnist.ipynb")["accuracy"]
-    assert hangs["points"] == 0 and "no answer within" in hangs["message"], hangs["message"]
+    assert hangs["points"] == 0 and "CPU-s" in hangs["message"], hangs["message"]  # a CPU budget, not the clock
     memory = checks(out, "attack-model-memory", "02_cnn_fashion_mnist.ipynb")["accuracy"]
     assert memory["points"] == 0 and ("memory" in memory["message"] or "killed" in memory["message"]), memory["message"]
 
