@@ -141,7 +141,9 @@ class Context:
         pattern = re.compile(
             rf"^[ \t]*(?:def|class)[ \t]+{n}\b"  # def name / class name
             # name = ... / a, name = ... / name: int = ...
-            rf"|^[ \t]*(?:[\w.\[\] \t]+,[ \t]*)*{n}[ \t]*(?:,[\w.\[\] \t,]*)?(?::[^=\n]*)?=(?!=)",
+            # each target before `name` ends at its comma, blanks only around it: one way to match
+            # a line, so a long line of commas costs linear time (nested blanks made it exponential)
+            rf"|^[ \t]*(?:[\w.\[\]]+[ \t]*,[ \t]*)*{n}[ \t]*(?:,[\w.\[\] \t,]*)?(?::[^=\n]*)?=(?!=)",
             re.MULTILINE,
         )
         found = [
