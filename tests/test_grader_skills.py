@@ -634,7 +634,8 @@ def test_honest_transfer_variants_keep_full_marks(graded):
 def test_a_decoy_scheduler_stepped_by_another_trainer_earns_nothing(graded):
     checks = graded["transfer-decoy"]
     assert zero(checks["scheduler"]) and "`decoy`, which did not train" in checks["scheduler"]["message"]
-    for name in ("head", "frozen", "param_counts", "transform", "pretrained", "loss_plot", "accuracy", "f1"):
+    # (its accuracy is what milestones in epochs leave: the learning rate falls after 6 batches)
+    for name in ("head", "frozen", "param_counts", "transform", "pretrained", "loss_plot"):
         assert full(checks[name]), (name, checks[name]["message"])
 
 
