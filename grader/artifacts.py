@@ -4,11 +4,15 @@ Metrics are never taken from what a notebook printed. A saved model (a ``torch.e
 `src.export`) is copied out of the scratch folder (a link or anything but a plain file is
 refused) and verified by `grader.workers.model_worker` in a fresh confined process with a time
 and memory limit: the graph is refused before anything runs if it calls an operation outside
-`src.export.ALLOWED_OPS`; then the model is evaluated on the grader's copy of the Fashion-MNIST
-test set, checked against the dataset's checksums first; and its structure is described (its
-convolutions, its parameters, for the transfer task whether its answers are those of torchvision's
-ResNet-18 built from its own weights, and its backbone against the pretrained file). A model that
-hangs, crashes or exhausts memory there is a `ModelEvidence` with an error, and grading goes on.
+`src.export.ALLOWED_OPS`, or if it holds more than a little data beside its weights (a lookup
+table of the public test set, say); then it is evaluated on the grader's copy of the Fashion-MNIST
+test set, checked against the dataset's checksums first. For the CNN task the file's own graph is
+evaluated, again with its convolutions' weights zeroed (do its answers come from them?), and on
+the validation images of the notebook's Trainers (is their history this file's?); for the
+transfer task the grader's own network, torchvision's ResNet-18 loaded strictly with the file's
+weights, is evaluated after the file's saved preprocessing, and its backbone compared with the
+pretrained file. A model that hangs, crashes or exhausts memory there is a `ModelEvidence` with an
+error, and grading goes on.
 """
 
 from __future__ import annotations
@@ -43,8 +47,14 @@ class ModelEvidence:
         state_shapes: every tensor of the file's state, by name.
         convolutions: the model part's convolutions (module, weight shape).
         preprocess_ops: ATen operations of the preprocessing part.
-        transfer: for the transfer task, see `grader.workers.model_worker._transfer`.
-        state: the model's own weights (CNN task), keys without the ``model.`` prefix.
+        transfer: for the transfer task, see `grader.workers.model_worker._grader_network`.
+        digests: `src.export.weights_digest` of each of the model's tensors, keys without the
+            ``model.`` prefix (compared with the notebook's ``model`` and its Trainers' models).
+        holdings: bytes of parameters and of other tensors (`model_worker._holdings`).
+        without_convolutions: test accuracy with every convolution's weights zeroed (CNN task).
+        validation: the file's ``loss`` and ``acc`` on each requested validation set (CNN task),
+            None where the indices could not be used.
+        seconds_by_step: where the worker's time went (import, load, describe, evaluate, ...).
     """
 
     path: Path
@@ -59,8 +69,12 @@ class ModelEvidence:
     convolutions: list[dict[str, Any]] = field(default_factory=list)
     preprocess_ops: list[str] = field(default_factory=list)
     transfer: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    digests: dict[str, str] = field(default_factory=dict, repr=False)
+    holdings: dict[str, Any] = field(default_factory=dict)
+    without_convolutions: dict[str, Any] = field(default_factory=dict)
+    validation: list[dict[str, Any] | None] = field(default_factory=list)
     seconds: float = 0.0
+    seconds_by_step: dict[str, float] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,7 +131,18 @@ def _plain_file(path: Path) -> str:
     return ""
 
 
-def verify_saved_model(path: Path, *, kind: str, sandbox: SandboxInfo, limits: Limits) -> ModelEvidence:
+MAX_VALIDATION_SETS = 4
+MAX_VALIDATION_IMAGES = 60_000
+
+
+def verify_saved_model(
+    path: Path,
+    *,
+    kind: str,
+    sandbox: SandboxInfo,
+    limits: Limits,
+    validation: list[dict[str, Any]] | None = None,
+) -> ModelEvidence:
     """Verify ``path`` in a confined worker.
 
     Args:
@@ -125,6 +150,9 @@ def verify_saved_model(path: Path, *, kind: str, sandbox: SandboxInfo, limits: L
         kind: ``"cnn"`` (Task 1) or ``"transfer"`` (Task 2: compared with the pretrained weights).
         sandbox: confinement for the worker.
         limits: the notebook's limits (the worker gets its memory and time, at most 10 minutes).
+        validation: for ``cnn``, validation sets to evaluate the file on, each ``{"split":
+            "train" | "test", "indices": [...]}`` (the kernel's claim of which images; the images
+            are the grader's). At most 4 sets of at most 60,000 indices are used.
 
     Returns:
         `ModelEvidence`; never raises for what the file is or does.
@@ -139,7 +167,16 @@ def verify_saved_model(path: Path, *, kind: str, sandbox: SandboxInfo, limits: L
     except (OSError, ValueError) as error:
         evidence.error, evidence.grader_fault = f"the grading machine has no usable Fashion-MNIST ({error})", True
         return evidence
-    request: dict[str, Any] = {"kind": kind, "data_root": str(data), "head": "fc", "weights": None}
+    sets = []
+    for wanted in (validation or [])[:MAX_VALIDATION_SETS]:
+        indices = wanted.get("indices") if isinstance(wanted, dict) else None
+        if wanted.get("split") in ("train", "test") and isinstance(indices, list) and 0 < len(indices) <= MAX_VALIDATION_IMAGES:
+            sets.append({"split": wanted["split"], "indices": [int(i) for i in indices]})
+        else:
+            sets.append({"split": None, "indices": []})
+    request: dict[str, Any] = {
+        "kind": kind, "data_root": str(data), "weights": None, "validation": sets,
+    }
     readonly = [data / "FashionMNIST" / "raw"]
     if kind == "transfer":
         weights = grading_weights()
@@ -158,6 +195,7 @@ def verify_saved_model(path: Path, *, kind: str, sandbox: SandboxInfo, limits: L
     )
     answers = result.answers
     evidence.seconds = result.elapsed
+    evidence.seconds_by_step = {str(k): float(v) for k, v in (answers.get("seconds_by_step") or {}).items()}
     if answers.get("error") or result.status != "ok" or answers.get("step") != "done":
         step = {"load": "loading it", "evaluate": "evaluating it on the test images", "describe": "reading its structure"}
         where = step.get(str(answers.get("step")), "verifying it")
@@ -165,15 +203,19 @@ def verify_saved_model(path: Path, *, kind: str, sandbox: SandboxInfo, limits: L
         evidence.error = f"{path.name} failed while the grader was {where}: {reason}"
         return evidence
     try:
-        evidence.acc, evidence.f1 = float(answers["acc"]), float(answers["f1"])
-        evidence.confusion_matrix = [[int(v) for v in row] for row in answers["confusion_matrix"]]
-        evidence.predictions = [int(p) for p in answers["predictions"]]
+        if "acc" in answers:  # none when the transfer file is not a ResNet-18 (`transfer["problem"]` says why)
+            evidence.acc, evidence.f1 = float(answers["acc"]), float(answers["f1"])
+            evidence.confusion_matrix = [[int(v) for v in row] for row in answers["confusion_matrix"]]
+            evidence.predictions = [int(p) for p in answers["predictions"]]
         evidence.parameters = int(answers["parameters"])
         evidence.state_shapes = {str(k): [int(d) for d in v] for k, v in answers["state_shapes"].items()}
         evidence.convolutions = list(answers.get("convolutions", []))
         evidence.preprocess_ops = [str(op) for op in answers.get("preprocess_ops", [])]
         evidence.transfer = dict(answers.get("transfer") or {})
-        evidence.state = dict(result.tensors.get("state") or {})
+        evidence.digests = {str(k): str(v) for k, v in (answers.get("digests") or {}).items()}
+        evidence.holdings = dict(answers.get("holdings") or {})
+        evidence.without_convolutions = dict(answers.get("without_convolutions") or {})
+        evidence.validation = [dict(v) if isinstance(v, dict) else None for v in answers.get("validation") or []]
     except (KeyError, TypeError, ValueError) as error:
         evidence.error, evidence.grader_fault = f"the grader could not read its own worker's answer ({error})", True
     return evidence
@@ -186,17 +228,24 @@ _PATTERNS = {
 }
 
 
+MAX_SCANNED_CHARS = 200_000  # of each output: the regular expressions' time stays bounded
+
+
 def printed_metrics(notebook: Any) -> dict[str, float]:
     """The last accuracy and F1 the notebook printed (stream and text outputs), as fractions.
 
     Deliberately simple: ``accuracy: 0.91``, ``acc = 91.2%``, ``{'acc': 0.91, 'f1': 0.90}``.
+    Only the last `MAX_SCANNED_CHARS` of each output are read.
     """
     found: dict[str, float] = {}
     for cell in getattr(notebook, "cells", []):
         for output in cell.get("outputs", []):
             text = output.get("text") or output.get("data", {}).get("text/plain") or ""
             if isinstance(text, list):
-                text = "".join(text)
+                text = "".join(str(part) for part in text)
+            if not isinstance(text, str):
+                continue
+            text = text[-MAX_SCANNED_CHARS:]
             for name, pattern in _PATTERNS.items():
                 for match in pattern.finditer(text):
                     value = float(match.group(1))

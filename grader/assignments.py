@@ -80,7 +80,12 @@ RUNS = CheckDef("runs", "The notebook runs top to bottom without errors", 0, che
 def _shown_and_measured(artifact: str, *, kind: str, metric_points: float) -> tuple[CheckDef, ...]:
     """The figures a training notebook must show, then the metrics of its saved model."""
     return (
-        CheckDef("loss_plot", "The loss by epoch of the training is plotted", 1, checks.loss_plot),
+        CheckDef(
+            "loss_plot",
+            "The loss by epoch of the training that produced the saved model is plotted",
+            1,
+            partial(checks.loss_plot, artifact=artifact, kind=kind),
+        ),
         CheckDef(
             "image_grid",
             "Test images are shown with their true and predicted class",
@@ -183,9 +188,9 @@ TRANSFER = Assignment(
         ),
         CheckDef(
             "scheduler",
-            "Warmup then MultiStepLR, in steps, used by the Trainer",
+            "Warmup then MultiStepLR, in steps, used by the Trainer that trained the saved model",
             1,
-            partial(checks.scheduler, name="scheduler"),
+            partial(checks.scheduler, name="scheduler", artifact=RESNET_MODEL, kind="transfer"),
         ),
         CheckDef(
             "transform",

@@ -30,6 +30,7 @@ from grader.kernel import PROBE_TIMEOUT_S, ProbeAnswer
 from grader.limits import Limits
 from grader.results import SandboxInfo, Status
 from grader.schedule import scheduler_verdict
+from grader.training import Tie, tie_trainers
 
 if TYPE_CHECKING:
     from grader.execute import NotebookRun
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["PLACEHOLDERS", "Context", "Outcome"]
 
 PLACEHOLDERS = ("<YOUR CODE>", "<YOUR ANSWER>")
-HEAD = ("fc.weight", "fc.bias")
+HEADS = ("fc.", "fc.1.")  # nn.Linear(512, 10), or nn.Sequential(nn.Dropout(p), nn.Linear(512, 10))
 
 
 @dataclass
@@ -102,11 +103,23 @@ class Context:
         return self.cache[key]
 
     def evidence(self, artifact: str, kind: str) -> ModelEvidence:
-        """The saved model, verified once per notebook in a confined worker."""
+        """The saved model, verified once per notebook in a confined worker (for the CNN task,
+        also on the validation images each of the notebook's Trainers reports)."""
         key = f"model:{artifact}"
         if key not in self.cache:
-            self.cache[key] = verify_saved_model(self.workdir / artifact, kind=kind, sandbox=self.sandbox, limits=self.limits)
+            validation = [t.get("validation") or {} for t in self.trainers()] if kind == "cnn" else None
+            self.cache[key] = verify_saved_model(
+                self.workdir / artifact, kind=kind, sandbox=self.sandbox, limits=self.limits, validation=validation
+            )
         return self.cache[key]
+
+    def trainers(self) -> list[dict[str, Any]]:
+        """The notebook's `src.engine.Trainer` objects as its kernel describes them (claims:
+        `grader.kernel_side.training_facts`); [] when the kernel cannot answer."""
+        answer = self.ask("training_facts")
+        if not answer.ok or not isinstance(answer.value, dict):
+            return []
+        return [t for t in answer.value.get("trainers") or [] if isinstance(t, dict)]
 
     def convolutions(self) -> tuple[dict[str, list[conv.ConvCase]], dict[str, conv.ConvAnswer]]:
         """The three functions re-created and run on their cases in one confined worker, once."""
@@ -128,7 +141,9 @@ class Context:
         pattern = re.compile(
             rf"^[ \t]*(?:def|class)[ \t]+{n}\b"  # def name / class name
             # name = ... / a, name = ... / name: int = ...
-            rf"|^[ \t]*(?:[\w.\[\] \t]+,[ \t]*)*{n}[ \t]*(?:,[\w.\[\] \t,]*)?(?::[^=\n]*)?=(?!=)",
+            # each target before `name` ends at its comma, blanks only around it: one way to match
+            # a line, so a long line of commas costs linear time (nested blanks made it exponential)
+            rf"|^[ \t]*(?:[\w.\[\]]+[ \t]*,[ \t]*)*{n}[ \t]*(?:,[\w.\[\] \t,]*)?(?::[^=\n]*)?=(?!=)",
             re.MULTILINE,
         )
         found = [
@@ -293,8 +308,8 @@ def convolution(ctx: Context, *, spec: conv.ConvSpec) -> Outcome:
 # ------------------------------------------------------------------------------- saved models
 
 
-def _claims(ctx: Context, model: str, names: list[str], *, with_state: bool = False) -> tuple[dict[str, Any], Outcome | None]:
-    answer = ctx.ask("model_facts", model_name=model, count_names=names, with_state=with_state)
+def _claims(ctx: Context, model: str, names: list[str], *, with_digests: bool = False) -> tuple[dict[str, Any], Outcome | None]:
+    answer = ctx.ask("model_facts", model_name=model, count_names=names, with_digests=with_digests)
     if not answer.ok:
         return {}, error(ctx.kernel_problem(answer))
     return answer.value, None
@@ -339,36 +354,49 @@ def parameter_count(ctx: Context, *, artifact: str, model: str = "model", name: 
     return passed(f"`{name}` = {real:,}, the parameter count of {artifact} (counted by the grader).")
 
 
-def _cnn_problem(ctx: Context, artifact: str, evidence: ModelEvidence, model: str = "model") -> str:
+def training_tie(ctx: Context, artifact: str, kind: str) -> Tie:
+    """The notebook's Trainers tied to the saved file (`grader.training`), once per notebook."""
+    key = f"tie:{artifact}"
+    if key not in ctx.cache:
+        evidence = ctx.evidence(artifact, kind)
+        ctx.cache[key] = tie_trainers(ctx.trainers(), evidence, artifact, whole=kind == "cnn") if not evidence.error else Tie()
+    return ctx.cache[key]
+
+
+def _cnn_problem(ctx: Context, artifact: str, evidence: ModelEvidence, threshold: float, model: str = "model") -> str:
     """Why the saved file is not the notebook's trained CNN ("" when it is)."""
     spatial = [c for c in evidence.convolutions if len(c.get("weight", [])) == 4 and c["weight"][2] * c["weight"][3] > 1]
     if not spatial:
         return f"{artifact} has no convolution with a kernel larger than 1x1: Task 1 asks for a convolutional network"
+    ablated = evidence.without_convolutions.get("acc")
+    if ablated is None or ablated >= threshold:
+        measured = f"it still scores {ablated:.4f}" if ablated is not None else "the grader could not measure it"
+        return (
+            f"the answers of {artifact} do not come from its convolutions: with the weights of all "
+            f"{len(spatial)} convolutions zeroed, {measured} on the test set (a CNN falls to about 0.1). Task 1 "
+            "asks for a network whose answers are computed by its convolutional layers"
+        )
     if "same_as_model" not in ctx.cache:
-        claims, problem = _claims(ctx, model, [], with_state=True)
-        facts = claims.get("model", {})
-        state = facts.get("state") if problem is None else None
-        if not isinstance(state, dict):
-            ctx.cache["same_as_model"] = f"the grader could not read `{model}` from the notebook to compare it with {artifact}"
-        else:
-            ctx.cache["same_as_model"] = _same_weights(state, evidence.state, artifact, model)
+        ctx.cache["same_as_model"] = _same_model(ctx, artifact, evidence, model)
     return ctx.cache["same_as_model"]
 
 
-def _same_weights(mine: dict[str, Any], saved: dict[str, Any], artifact: str, model: str) -> str:
-    import torch
-
-    if set(mine) != set(saved):
-        extra = sorted(set(mine) ^ set(saved))
-        return f"{artifact} and `{model}` have different layers (e.g. {extra[0]}): save the model you trained"
-    for key in sorted(mine):
-        a, b = mine[key], saved[key]
-        if not isinstance(a, torch.Tensor) or a.shape != b.shape or not torch.allclose(a.float().cpu(), b.float(), rtol=1e-4, atol=1e-6):
-            return (
-                f"the weights in {artifact} are not those of `{model}` (first difference: {key}): "
-                "save the model you trained, after training"
-            )
-    return ""
+def _same_model(ctx: Context, artifact: str, evidence: ModelEvidence, model: str) -> str:
+    """"" when the file is `model`, or the model a Trainer of the notebook trained (re-creating
+    `model` after saving is fine); else why not."""
+    if training_tie(ctx, artifact, "cnn").trained:
+        return ""
+    claims, problem = _claims(ctx, model, [], with_digests=True)
+    mine = claims.get("model", {}).get("digests") if problem is None else None
+    if not isinstance(mine, dict):
+        return f"the grader could not read `{model}` from the notebook to compare it with {artifact}"
+    if mine == evidence.digests:
+        return ""
+    different = sorted(set(mine) ^ set(evidence.digests)) or sorted(k for k in mine if mine[k] != evidence.digests.get(k))
+    return (
+        f"the weights in {artifact} are neither those of `{model}` (first difference: {different[0]}) nor those "
+        "of a model a Trainer of the notebook trained: save the model you trained, after training"
+    )
 
 
 def _transfer_problem(evidence: ModelEvidence, artifact: str) -> str:
@@ -380,18 +408,30 @@ def _transfer_problem(evidence: ModelEvidence, artifact: str) -> str:
     return ""
 
 
-def metric(ctx: Context, *, artifact: str, name: str, threshold: float, kind: str) -> Outcome:
-    """The saved model (the task's model) reaches ``threshold`` on the test set (measured by the grader)."""
-    label = {"acc": "accuracy", "f1": "macro-F1"}[name]
-    evidence = ctx.evidence(artifact, kind)
+def _unmeasured(ctx: Context, artifact: str, evidence: ModelEvidence) -> Outcome | None:
+    """The outcome when the grader has no test predictions for the file (None when it has)."""
     if evidence.error:
         return ctx.artifact_problem(artifact, evidence)
-    problem = _cnn_problem(ctx, artifact, evidence) if kind == "cnn" else _transfer_problem(evidence, artifact)
+    if evidence.acc is None or evidence.confusion_matrix is None:
+        return failed((_transfer_problem(evidence, artifact) or f"{artifact} could not be evaluated") + ".")
+    return None
+
+
+def metric(ctx: Context, *, artifact: str, name: str, threshold: float, kind: str) -> Outcome:
+    """The saved model (the task's model) reaches ``threshold`` on the test set (measured by the
+    grader: Task 1's file's own graph, Task 2's weights in the grader's own ResNet-18)."""
+    label = {"acc": "accuracy", "f1": "macro-F1"}[name]
+    evidence = ctx.evidence(artifact, kind)
+    missing = _unmeasured(ctx, artifact, evidence)
+    if missing is not None:
+        return missing
+    problem = _cnn_problem(ctx, artifact, evidence, threshold) if kind == "cnn" else _transfer_problem(evidence, artifact)
     value = getattr(evidence, name)
     if problem:
         return failed(f"{problem}. (Its test {label}, {value:.4f}, earns nothing until it is.)")
     if value >= threshold:
-        return passed(f"the saved model's test {label} is {value:.4f} (needed {threshold:g}), measured by the grader.")
+        how = "measured by the grader" if kind == "cnn" else "measured by the grader's own ResNet-18 with the file's weights"
+        return passed(f"the saved model's test {label} is {value:.4f} (needed {threshold:g}), {how}.")
     return failed(
         f"the saved model's test {label} is {value:.4f}, below {threshold:g}. The grader measures "
         f"{artifact} itself: save the model after training it."
@@ -404,7 +444,7 @@ def printed_matches(
     """The notebook's own test metrics, in ``test_result`` and in its printed output, agree with
     what the grader measured (0 points; a warning)."""
     evidence = ctx.evidence(artifact, kind)
-    if evidence.error:
+    if evidence.error or evidence.acc is None:
         return Outcome("skipped", "no saved model to compare with")
     claimed: list[tuple[str, str, float]] = []
     answer = ctx.ask("metrics_facts", name=result_name)
@@ -433,11 +473,12 @@ def head(ctx: Context, *, artifact: str, model: str = "model", classes: int = 10
     if evidence.error:
         return ctx.artifact_problem(artifact, evidence)
     shapes = evidence.state_shapes
-    weight, bias = shapes.get(f"model.{HEAD[0]}"), shapes.get(f"model.{HEAD[1]}")
+    prefix = _head_prefix(evidence)
+    weight, bias = shapes.get(f"model.{prefix}weight"), shapes.get(f"model.{prefix}bias")
     if weight != [classes, 512] or bias != [classes]:
         return failed(
             f"the final layer in {artifact} is {weight or 'missing'} (weight shape), expected nn.Linear(512, {classes}): "
-            f"replace `{model}.fc` with nn.Linear(512, {classes})."
+            f"replace `{model}.fc` with nn.Linear(512, {classes}) (a Dropout before it is fine)."
         )
     answer = ctx.ask("head_facts", model_name=model, head_name="fc")
     if answer.ok and answer.value.get("frozen_in_head"):
@@ -445,7 +486,16 @@ def head(ctx: Context, *, artifact: str, model: str = "model", classes: int = 10
             f"`{model}.fc` is frozen ({', '.join(answer.value['frozen_in_head'])} has requires_grad=False): "
             "the new head is the part that must train."
         )
-    return passed(f"{artifact} ends with a new nn.Linear(512, {classes}).")
+    after = " after a Dropout" if prefix != "fc." else ""
+    return passed(f"{artifact} ends with a new nn.Linear(512, {classes}){after}.")
+
+
+def _head_prefix(evidence: ModelEvidence) -> str:
+    """``fc.`` (a Linear head) or ``fc.1.`` (a Linear after a Dropout), as the file holds it."""
+    prefix = evidence.transfer.get("head_prefix")
+    if prefix in HEADS:
+        return prefix
+    return next((p for p in HEADS if f"model.{p}weight" in evidence.state_shapes), HEADS[0])
 
 
 def frozen(ctx: Context, *, artifact: str, model: str = "model") -> Outcome:
@@ -480,7 +530,8 @@ def parameter_split(ctx: Context, *, artifact: str, model: str = "model") -> Out
     evidence = ctx.evidence(artifact, "transfer")
     if evidence.error:
         return ctx.artifact_problem(artifact, evidence)
-    head_size = sum(_numel(evidence.state_shapes.get(f"model.{key}", [])) for key in HEAD)
+    prefix = _head_prefix(evidence)
+    head_size = sum(_numel(evidence.state_shapes.get(f"model.{prefix}{key}", [])) for key in ("weight", "bias"))
     expected = {"n_frozen": evidence.parameters - head_size, "n_trainable": head_size}
     claims, problem = _claims(ctx, model, list(expected))
     if problem is not None:
@@ -508,9 +559,9 @@ def _numel(shape: list[int]) -> int:
 
 
 def backbone_pretrained(ctx: Context, *, artifact: str, weights_name: str = "weights_info") -> Outcome:
-    """The saved model answers from the pretrained ResNet-18: its structure is ResNet-18's, its
-    outputs are what torchvision's ResNet-18 computes from its weights, and its backbone
-    parameters equal the pretrained file's."""
+    """The saved model answers from the pretrained ResNet-18: its weights load strictly into the
+    grader's own torchvision ResNet-18 (which computes the metrics), and its backbone parameters
+    equal the pretrained file's."""
     evidence = ctx.evidence(artifact, "transfer")
     if evidence.error:
         return ctx.artifact_problem(artifact, evidence)
@@ -547,7 +598,7 @@ def backbone_pretrained(ctx: Context, *, artifact: str, weights_name: str = "wei
         if moved else ""
     )
     return passed(
-        f"its answers are torchvision ResNet-18's on its own weights, and all {backbone['compared']} backbone "
+        f"its weights are a torchvision ResNet-18's (the grader computes its answers with its own), and all {backbone['compared']} backbone "
         f"tensors equal the {kind} pretrained weights (sha256 {info['sha256'][:12]}...).{stats}{note}"
     )
 
@@ -574,9 +625,9 @@ def transform(ctx: Context, *, artifact: str, names: tuple[str, ...], channels: 
     return passed(f"the preprocessing saved in {artifact} turns (N, 1, 28, 28) images into {tuple(shape)}.")
 
 
-def scheduler(ctx: Context, *, name: str = "scheduler") -> Outcome:
+def scheduler(ctx: Context, *, name: str = "scheduler", artifact: str, kind: str) -> Outcome:
     """``name`` chains WarmupScheduler and MultiStepLR, behaves as a warmup then step decay over
-    the notebook's training, and the Trainer used it."""
+    the notebook's training, and the Trainer that trained the saved file used it."""
     answer = ctx.ask("scheduler_facts", name=name)
     if not answer.ok:
         return error(ctx.kernel_problem(answer))
@@ -588,6 +639,22 @@ def scheduler(ctx: Context, *, name: str = "scheduler") -> Outcome:
             f"`{name}` is {facts['repr']} ({facts['type']}), not a learning-rate scheduler: chain "
             "src.optim.WarmupScheduler and MultiStepLR with torch.optim.lr_scheduler.ChainedScheduler."
         )
+    users = facts.get("trainers") or []
+    if users and facts.get("is_chain"):
+        evidence = ctx.evidence(artifact, kind)
+        if evidence.error:
+            outcome = ctx.artifact_problem(artifact, evidence)
+            outcome.message = f"a schedule counts for the Trainer that trained {artifact}, and " + outcome.message
+            return outcome
+        tie = training_tie(ctx, artifact, kind)
+        tied = [user for user in users if user.get("name") in tie.names]
+        if not tied:
+            stepped = ", ".join(f"`{user.get('name')}`" for user in users)
+            return failed(
+                f"`{name}` is stepped by {stepped}, which did not train {artifact} ({tie.explain(artifact)}): "
+                f"the schedule counts only for the Trainer that trained the saved model."
+            )
+        facts = {**facts, "trainers": tied}
     ok, message = scheduler_verdict(facts, name)
     return passed(message) if ok else failed(message)
 
@@ -608,16 +675,28 @@ def _for_instructor(ctx: Context, verdict: str, what: str) -> Outcome:
     return failed(verdict + ".")
 
 
-def loss_plot(ctx: Context) -> Outcome:
-    """A plot of the loss by epoch, whose points are the Trainer's history."""
+def loss_plot(ctx: Context, *, artifact: str, kind: str) -> Outcome:
+    """A plot of the loss by epoch, whose points are the history of the Trainer that trained the
+    saved file (`grader.training`)."""
     if ctx.notebook is None:
         return failed("no notebook to look for the plot in.")
     answer = ctx.ask("training_facts")
     if not answer.ok:
         return error(ctx.kernel_problem(answer))
-    histories = [t["history"] for t in answer.value["trainers"] if (t.get("epochs") or 0) > 0]
+    evidence = ctx.evidence(artifact, kind)
+    if evidence.error:
+        outcome = ctx.artifact_problem(artifact, evidence)
+        outcome.message = f"the loss plot counts for the training of {artifact}, and " + outcome.message
+        return outcome
+    tie = training_tie(ctx, artifact, kind)
+    if not tie.trained:
+        return failed(f"{tie.explain(artifact)}. The loss plot counts only for the Trainer that trained the saved model.")
+    histories = [t["history"] for t in tie.trained]
     ok, verdict = shown.loss_verdict(shown.shown_figures(ctx.notebook), histories)
-    return passed(verdict + ".") if ok else _for_instructor(ctx, verdict, "loss plot")
+    if ok:
+        checked = " (its history checked against the saved model on its validation images)" if any(t["validated"] for t in tie.trained) else ""
+        return passed(f"{verdict}, of `{tie.trained[0]['name']}`, which trained {artifact}{checked}.")
+    return _for_instructor(ctx, verdict, "loss plot")
 
 
 def confusion_figure(ctx: Context, *, artifact: str, kind: str) -> Outcome:
@@ -625,10 +704,10 @@ def confusion_figure(ctx: Context, *, artifact: str, kind: str) -> Outcome:
     if ctx.notebook is None:
         return failed("no notebook to look for the confusion matrix in.")
     evidence = ctx.evidence(artifact, kind)
-    if evidence.error:
-        outcome = ctx.artifact_problem(artifact, evidence)
-        outcome.message = "the grader compares the matrix you show with the one of " + f"{artifact}, and " + outcome.message
-        return outcome
+    missing = _unmeasured(ctx, artifact, evidence)
+    if missing is not None:
+        missing.message = "the grader compares the matrix you show with the one of " + f"{artifact}, and " + missing.message
+        return missing
     ok, verdict = shown.confusion_verdict(shown.shown_figures(ctx.notebook), ctx.notebook, evidence.confusion_matrix)
     return passed(verdict + ".") if ok else _for_instructor(ctx, verdict, "confusion matrix")
 
@@ -642,10 +721,11 @@ def image_grid(ctx: Context, *, artifact: str, kind: str) -> Outcome:
         test = test_set()
     except (OSError, ValueError) as problem:
         return error(f"the grading machine has no usable test set ({problem}); tell your instructor.")
-    predictions = evidence.predictions if not evidence.error else None
+    predictions = evidence.predictions if not evidence.error and evidence.predictions else None
     ok, verdict = shown.grid_verdict(shown.shown_figures(ctx.notebook), test, predictions)
     if ok and predictions is None:
-        return failed(f"{verdict}, but the grader cannot check the predicted classes: {evidence.error}.")
+        why = evidence.error or _transfer_problem(evidence, artifact) or "no predictions"
+        return failed(f"{verdict}, but the grader cannot check the predicted classes: {why}.")
     return passed(verdict + ".") if ok else _for_instructor(ctx, verdict, "grid of test images")
 
 

@@ -42,6 +42,8 @@ RESAVE_ADVICE = (
     "commit the saved file again; do not edit .ipynb files in a text editor."
 )
 MAX_NOTEBOOK_BYTES = 64 * 2**20
+MAX_NOTEBOOK_DEPTH = 64  # nested lists and objects; a saved notebook has about 10 (widget state: 20)
+MAX_NOTEBOOK_CELLS = 5000
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +106,8 @@ def read_notebook(path: Path) -> tuple[Any | None, RunFailure | None, list[str]]
         )
     try:
         data = json.loads(text)
+    except RecursionError:  # the parser's own limit, about 1,000 levels
+        return None, _too_deep(path.name), []
     except json.JSONDecodeError as error:
         size = len(raw)
         if not text.rstrip().endswith("}"):  # a notebook's JSON always ends with its closing brace
@@ -129,16 +133,50 @@ def read_notebook(path: Path) -> tuple[Any | None, RunFailure | None, list[str]]
             ),
             [],
         )
+    if _depth(data) > MAX_NOTEBOOK_DEPTH:
+        return None, _too_deep(path.name), []
+    cells = data.get("cells")
+    if isinstance(cells, list) and len(cells) > MAX_NOTEBOOK_CELLS:
+        return None, RunFailure(
+            "invalid",
+            f"{path.name} has {len(cells):,} cells, more than the {MAX_NOTEBOOK_CELLS:,} a notebook may have. {RESAVE_ADVICE}",
+        ), []
     warnings: list[str] = []
     try:
         notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
-    except Exception as error:  # nbformat raises many kinds for odd files
+    except Exception as error:  # nbformat raises many kinds for odd files (RecursionError included)
         return None, RunFailure("invalid", f"{path.name} could not be read as a notebook: {error}. {RESAVE_ADVICE}"), []
     try:
         nbformat.validate(notebook)
     except nbformat.ValidationError as error:
         warnings.append(f"{path.name} does not fully follow the notebook format ({error.message}); graded anyway.")
+    except RecursionError:
+        return None, _too_deep(path.name), []
     return notebook, None, warnings
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and objects nest in parsed JSON, walked without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NOTEBOOK_DEPTH:
+            return deepest
+        stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
+def _too_deep(name: str) -> RunFailure:
+    return RunFailure(
+        "invalid",
+        f"{name} nests its JSON more than {MAX_NOTEBOOK_DEPTH} levels deep; a notebook saved by Jupyter nests "
+        f"about 10, so this file was not written by Jupyter. {RESAVE_ADVICE}",
+    )
 
 
 def copy_notebook(source: Path, scratch: Path) -> Path:

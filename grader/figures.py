@@ -18,6 +18,10 @@ holding the grader's own numbers (the model's confusion matrix, the right test i
 right classes), which is the work the task asks for. A picture without a description (an image
 file displayed with ``IPython.display.Image``) cannot be read: it is left for the instructor,
 with no automatic points.
+
+The grader reads these descriptions in its own process, so it reads only what fits the bounds of
+an honest one (`bounded`: so many figures, axes, lines, points, pixels; anything else is
+dropped, never an error), and only the end of long printed outputs.
 """
 
 from __future__ import annotations
@@ -31,6 +35,20 @@ from grader.kernel_side import FIGURE_MIME
 __all__ = ["MIN_IMAGES", "Shown", "confusion_verdict", "grid_verdict", "loss_verdict", "shown_figures", "unreadable"]
 
 MIN_IMAGES = 4
+# What the grader reads of a notebook's figures (kernel_side describes no more than this).
+MAX_FIGURES = 200
+MAX_AXES = 64
+MAX_LINES = 16
+MAX_POINTS = 5000
+MAX_IMAGES = 4
+MAX_SIDE = 32
+MAX_MESH = 10_000
+MAX_TEXTS = 300
+MAX_TEXT = 200
+MAX_NUMBERS = 1_000_000  # over all the figures of a notebook (an honest one shows about 30,000)
+MAX_PRINTED_CHARS = 200_000  # of each printed output scanned for a table
+MAX_TABLES = 2000  # candidate 10 x 10 tables compared with the confusion matrix
+MAX_PANELS = 256  # images matched against the 10,000 test images, over all figures
 MATCH = 0.7  # correlation with the test image it shows: 1.0 shown as is, less when clipped or resized
 AGREEMENT = 0.75  # predicted classes in the titles that must agree with the saved model's
 
@@ -45,17 +63,78 @@ class Shown:
 
 
 def shown_figures(notebook: Any) -> list[Shown]:
-    """Every picture the notebook's outputs hold, in order."""
-    found = []
+    """Every picture the notebook's outputs hold, in order (at most `MAX_FIGURES`), each
+    description cut to the bounds of an honest one (`bounded`)."""
+    found: list[Shown] = []
+    budget = [MAX_NUMBERS]
     for index, cell in enumerate(getattr(notebook, "cells", [])):
-        if cell.cell_type != "code":
+        if cell.get("cell_type") != "code":
             continue
         for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if "image/png" in data or FIGURE_MIME in data:
-                description = data.get(FIGURE_MIME)
-                found.append(Shown(index, description if isinstance(description, dict) else None))
+            data = output.get("data", {}) if isinstance(output, dict) else {}
+            if not isinstance(data, dict) or not ("image/png" in data or FIGURE_MIME in data):
+                continue
+            description = data.get(FIGURE_MIME)
+            found.append(Shown(index, bounded(description, budget) if isinstance(description, dict) else None))
+            if len(found) >= MAX_FIGURES:
+                return found
     return found
+
+
+def _text(value: Any) -> str:
+    return value[:MAX_TEXT] if isinstance(value, str) else ""
+
+
+def _numbers(values: Any, limit: int, budget: list[int]) -> list[Any]:
+    if not isinstance(values, list):
+        return []
+    limit = max(0, min(limit, budget[0]))
+    budget[0] -= min(limit, len(values))
+    return [v if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in values[:limit]]
+
+
+def _grid(data: Any, side: int, budget: list[int]) -> list[list[Any]] | None:
+    if not isinstance(data, list) or not data or len(data) > side:
+        return None
+    rows = [_numbers(row, side + 1, budget) for row in data]
+    return rows if all(0 < len(row) <= side for row in rows) else None
+
+
+def bounded(description: dict[str, Any], budget: list[int] | None = None) -> dict[str, Any]:
+    """A figure's description (`grader.kernel_side.describe_figure`) with only what an honest one
+    holds: well-typed fields, at most `MAX_AXES` axes of `MAX_LINES` lines of `MAX_POINTS` points,
+    `MAX_IMAGES` images of `MAX_SIDE` x `MAX_SIDE` pixels, meshes of `MAX_MESH` values, and
+    ``budget`` numbers in all (shared by a notebook's figures). The rest is dropped: reading it
+    costs the grader bounded time whatever the kernel sent."""
+    budget = budget if budget is not None else [MAX_NUMBERS]
+    axes = []
+    for ax in (description.get("axes") if isinstance(description.get("axes"), list) else [])[:MAX_AXES]:
+        if not isinstance(ax, dict):
+            continue
+        lines = [
+            {"x": _numbers(line.get("x"), MAX_POINTS, budget), "y": _numbers(line.get("y"), MAX_POINTS, budget)}
+            for line in (ax.get("lines") if isinstance(ax.get("lines"), list) else [])[:MAX_LINES]
+            if isinstance(line, dict)
+        ]
+        images = [
+            {"shape": _numbers(image.get("shape"), 4, budget), "data": _grid(image.get("data"), MAX_SIDE, budget)}
+            for image in (ax.get("images") if isinstance(ax.get("images"), list) else [])[:MAX_IMAGES]
+            if isinstance(image, dict)
+        ]
+        meshes = [
+            {"shape": _numbers(mesh.get("shape"), 4, budget), "data": _numbers(mesh.get("data"), MAX_MESH, budget)}
+            for mesh in (ax.get("meshes") if isinstance(ax.get("meshes"), list) else [])[:MAX_IMAGES]
+            if isinstance(mesh, dict)
+        ]
+        texts = ax.get("texts") if isinstance(ax.get("texts"), list) else []
+        axes.append({
+            **{key: _text(ax.get(key)) for key in ("title", "xlabel", "ylabel")},
+            "texts": [_text(t) for t in texts[:MAX_TEXTS]],
+            "lines": lines,
+            "images": images,
+            "meshes": meshes,
+        })
+    return {"axes": axes, "suptitle": _text(description.get("suptitle"))}
 
 
 def _axes(figures: list[Shown]):
@@ -123,9 +202,12 @@ def _matrices(figures: list[Shown], notebook: Any, size: int) -> list[tuple[int,
             if isinstance(values, list) and len(values) == size * size:
                 found.append((cell, [values[i * size : (i + 1) * size] for i in range(size)]))
     for index, cell in enumerate(getattr(notebook, "cells", [])):
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             text = output.get("text") or output.get("data", {}).get("text/plain") or ""
-            text = "".join(text) if isinstance(text, list) else text
+            text = "".join(str(part) for part in text) if isinstance(text, list) else text
+            if not isinstance(text, str):
+                continue
+            text = text[-MAX_PRINTED_CHARS:]
             rows = [
                 [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", line)]
                 for line in text.splitlines()
@@ -133,7 +215,7 @@ def _matrices(figures: list[Shown], notebook: Any, size: int) -> list[tuple[int,
             rows = [row[-size:] for row in rows if len(row) >= size]
             for start in range(0, len(rows) - size + 1):
                 found.append((index, rows[start : start + size]))
-    return found
+    return found[-MAX_TABLES:]  # the last ones: a confusion matrix is shown after training
 
 
 def _same_matrix(shown: list[list[float]], counts: list[list[int]]) -> bool:
@@ -232,12 +314,15 @@ def grid_verdict(figures: list[Shown], test: Any, predictions: list[int] | None)
     flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-8)
     names = list(test.classes)
     best_figure = (0, 0, 0, 0, None)  # (titled, matched, panels, agreeing, cell)
+    examined = 0
     for figure in figures:
         panels = [
             ax for ax in (figure.description or {}).get("axes", []) or []
             if isinstance(ax, dict) and any(isinstance(i, dict) and i.get("data") for i in ax.get("images", []) or [])
         ]
         matched = titled = agreeing = 0
+        panels = panels[: max(0, MAX_PANELS - examined)]
+        examined += len(panels)
         for ax in panels:
             image = next(i["data"] for i in ax["images"] if isinstance(i, dict) and i.get("data"))
             index, score = _best_match(image, flat)

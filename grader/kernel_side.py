@@ -224,11 +224,29 @@ def _model(ns, name):
     return model, {"defined": True, "is_module": True, "type": _type_name(model)}
 
 
-def model_facts(ns, model_name, count_names, with_state=False):
-    """The model's parameter counts (and, if asked, its state) and the notebook's count variables.
+def _digest(tensor):
+    """sha256 of a tensor's dtype, shape and values: `src.export.weights_digest`, which the
+    grader's model worker computes for the saved file (a test keeps the two equal)."""
+    import hashlib
+
+    import torch
+
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+    if flat.numel():
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+_MAX_TENSORS = 5000
+
+
+def model_facts(ns, model_name, count_names, with_digests=False):
+    """The model's parameter counts (and, if asked, its tensors' digests) and the notebook's count
+    variables.
 
     Returns:
-        ``{"model": {defined, is_module, type, total, trainable, frozen, state?},
+        ``{"model": {defined, is_module, type, total, trainable, frozen, digests?},
         "counts": {name: {defined, value, type, repr}}}``.
     """
     model, facts = _model(ns, model_name)
@@ -237,8 +255,9 @@ def model_facts(ns, model_name, count_names, with_state=False):
         facts["total"] = _count(parameters)
         facts["trainable"] = _count(p for p in parameters if p.requires_grad)
         facts["frozen"] = _count(p for p in parameters if not p.requires_grad)
-        if with_state:
-            facts["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if with_digests:
+            state = list(model.state_dict().items())[:_MAX_TENSORS]
+            facts["digests"] = {k: _digest(v) for k, v in state}
     counts = {}
     for name in count_names:
         if name not in ns:
@@ -294,7 +313,7 @@ def _trainers(ns):
 def _history(trainer):
     history = getattr(trainer, "history", {}) or {}
     out = {}
-    for key in ("train_loss", "val_loss", "lr"):
+    for key in ("train_loss", "val_loss", "val_acc", "lr"):
         try:
             out[key] = [float(v) for v in history.get(key, [])][:10_000]
         except Exception:
@@ -302,24 +321,93 @@ def _history(trainer):
     return out
 
 
-def _trainer_facts(name, trainer):
-    """What a Trainer did: its optimizer steps, epochs, batches per epoch, per-epoch history."""
+def _trained_digests(trainer):
+    """Digests of the parameters the Trainer trains (``requires_grad``), by name in its model."""
+    from torch import nn
+
+    model = getattr(trainer, "model", None)
+    if not isinstance(model, nn.Module):
+        return {}
+    return {k: _digest(p) for k, p in list(model.named_parameters())[:_MAX_TENSORS] if p.requires_grad}
+
+
+def _optimizer_covers(trainer):
+    """Whether the Trainer's optimizer updates every parameter its model trains."""
+    try:
+        held = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+        trained = [p for p in trainer.model.parameters() if p.requires_grad]
+        scheduler = getattr(trainer, "scheduler", None)
+        on_optimizer = scheduler is None or getattr(scheduler, "optimizer", None) is trainer.optimizer
+        return bool(trained) and all(id(p) in held for p in trained) and on_optimizer
+    except Exception:
+        return False
+
+
+def _validation_images(trainer):
+    """Which Fashion-MNIST images the Trainer validates on: ``{"split", "indices"}`` when its
+    validation set is a split of Fashion-MNIST or a `Subset` (of a `Subset`...) of one."""
+    try:
+        dataset = trainer.val_loader.dataset
+    except Exception:
+        return None
+    indices = None
+    for _ in range(8):
+        inner = getattr(dataset, "indices", None)
+        if inner is None or not hasattr(dataset, "dataset"):
+            break
+        inner = [int(i) for i in list(inner)[:60_000]]
+        indices = inner if indices is None else [inner[i] for i in indices]
+        dataset = dataset.dataset
+    try:
+        size = len(dataset)
+    except Exception:
+        return None
+    split = {60_000: "train", 10_000: "test"}.get(size)
+    if split is None or not (hasattr(dataset, "targets") or hasattr(dataset, "images")):
+        return None  # features computed by the notebook, or a dataset of its own
+    return {"split": split, "indices": indices if indices is not None else list(range(size))}
+
+
+def _criterion(trainer):
+    """Whether the Trainer's loss is plain cross-entropy (the grader computes the same)."""
+    from torch import nn
+
+    criterion = getattr(trainer, "criterion", None)
+    plain = (
+        type(criterion) is nn.CrossEntropyLoss
+        and criterion.weight is None
+        and float(getattr(criterion, "label_smoothing", 0.0)) == 0.0
+        and criterion.reduction == "mean"
+    )
+    return {"type": _type_name(criterion), "plain_cross_entropy": plain}
+
+
+def _trainer_facts(name, trainer, ns=None):
+    """What a Trainer did: its optimizer steps, epochs, batches per epoch, per-epoch history, the
+    weights it trained, and the images it validated on."""
     try:
         steps_per_epoch = len(trainer.train_loader)
     except Exception:
         steps_per_epoch = None
+    best = getattr(trainer, "best_epoch", None)
     return {
         "name": name,
         "epochs": _as_int(getattr(trainer, "epoch", None)),
         "steps": _as_int(getattr(trainer, "step", None)),
         "steps_per_epoch": steps_per_epoch,
+        "best_epoch": _as_int(best) if best is not None else None,
         "history": _history(trainer),
+        "trained": _trained_digests(trainer),
+        "optimizer_covers_model": _optimizer_covers(trainer),
+        "validation": _validation_images(trainer),
+        "criterion": _criterion(trainer),
+        "model_name": next((k for k, v in (ns or {}).items() if v is getattr(trainer, "model", None) and not k.startswith("_")), None),
     }
 
 
 def training_facts(ns):
-    """The notebook's `src.engine.Trainer` objects and what each did."""
-    return {"trainers": [_trainer_facts(name, trainer) for name, trainer in _trainers(ns)]}
+    """The notebook's `src.engine.Trainer` objects and what each did (`_trainer_facts`)."""
+    return {"trainers": [_trainer_facts(name, trainer, ns) for name, trainer in _trainers(ns)[:8]]}
 
 
 def _scheduler_part(part):
@@ -348,7 +436,7 @@ def scheduler_facts(ns, name):
     Returns:
         ``{"defined", "type", "repr", "is_scheduler", "is_chain", "parts": [settings],
         "trainers": [{name, steps, steps_per_epoch, epochs, history}]}`` (the trainers whose
-        ``scheduler`` is this object).
+        ``scheduler`` is this object; `training_facts` says which of them trained the file).
     """
     from torch.optim import lr_scheduler
 
@@ -360,7 +448,11 @@ def scheduler_facts(ns, name):
     )
     is_chain = isinstance(scheduler, chains)
     parts = list(getattr(scheduler, "_schedulers", []) or []) if is_chain else [scheduler]
-    users = [_trainer_facts(name, trainer) for name, trainer in _trainers(ns) if getattr(trainer, "scheduler", None) is scheduler]
+    users = [
+        {**_trainer_facts(trainer_name, trainer), "trained": {}, "validation": None}
+        for trainer_name, trainer in _trainers(ns)[:8]
+        if getattr(trainer, "scheduler", None) is scheduler
+    ]
     sequential = getattr(scheduler, "_milestones", None)
     return {
         "defined": True,

@@ -40,6 +40,11 @@ __all__ = [
 
 ANSWERS = "answers.csv"
 STORE = "manual.json"
+# Bounds of a filled-in answers file (its answers are students' text): a class of 1,000 students
+# with 3 answers of 20,000 characters is 60 MB at most.
+MAX_ANSWERS_BYTES = 128 * 2**20
+MAX_ANSWER_ROWS = 100_000
+MAX_FIELD_CHARS = 1 << 20
 FIELDS = ["submission", "notebook", "question", "max_points", "points", "comment", "status", "answer", "numbers", "answer_sha"]
 
 
@@ -170,15 +175,17 @@ def read_answers(path: Path, results: list[dict[str, Any]]) -> dict[str, dict[st
     """
     by_name = {result["name"]: result for result in results}
     problems, scores = [], {}
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a spreadsheet may add a byte-order mark
-    except OSError as error:
-        raise ManualError([f"{path}: cannot be read ({error.strerror})"]) from None
+    text = _read_bounded(Path(path))
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
     reader = csv.DictReader(io.StringIO(text))
-    missing = [name for name in ("submission", "notebook", "question", "points") if name not in (reader.fieldnames or [])]
+    try:
+        fields = reader.fieldnames or []
+    except csv.Error as error:
+        raise ManualError([f"{path}: line 1: not a CSV file ({error})"]) from None
+    missing = [name for name in ("submission", "notebook", "question", "points") if name not in fields]
     if missing:
         raise ManualError([f"{path}: line 1: no column {', '.join(missing)}; keep the header the grader wrote"])
-    for row in reader:
+    for row in _rows(reader, Path(path)):
         line = reader.line_num
         where = f"{Path(path).name}: line {line}"
         points_text = (row.get("points") or "").strip().replace(",", ".")
@@ -221,6 +228,38 @@ def read_answers(path: Path, results: list[dict[str, Any]]) -> dict[str, dict[st
     return scores
 
 
+def _read_bounded(path: Path) -> str:
+    """The file's text, or a `ManualError` when it cannot be read, is too large or is not UTF-8."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_ANSWERS_BYTES:
+            raise ManualError([
+                f"{path}: {size / 2**20:.0f} MB, more than the {MAX_ANSWERS_BYTES >> 20} MB an answers file may have; "
+                f"start again from the {ANSWERS} the grader wrote"
+            ])
+        return path.read_text(encoding="utf-8-sig")  # a spreadsheet may add a byte-order mark
+    except OSError as error:
+        raise ManualError([f"{path}: cannot be read ({error.strerror})"]) from None
+    except UnicodeDecodeError as error:
+        raise ManualError([f"{path}: not UTF-8 text (byte {error.start}); save it as CSV UTF-8"]) from None
+
+
+def _rows(reader: csv.DictReader, path: Path):
+    """The reader's rows, at most `MAX_ANSWER_ROWS`; a malformed line is a `ManualError` naming it."""
+    count = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ManualError([f"{path.name}: line {reader.line_num + 1}: not a CSV row ({error}); save the file as CSV"]) from None
+        count += 1
+        if count > MAX_ANSWER_ROWS:
+            raise ManualError([f"{path.name}: more than {MAX_ANSWER_ROWS:,} rows; the grader writes one per answer to read"])
+        yield row
+
+
 def record(out: Path, scores: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Add ``scores`` to ``OUT/manual.json`` (atomically) and return the whole store."""
     from grader.report import atomic_write
@@ -237,8 +276,8 @@ def record(out: Path, scores: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
 def unrecorded(path: Path, store: dict[str, dict[str, Any]]) -> int:
     """How many rows of an existing answers file hold points the store does not have."""
     try:
-        rows = list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
-    except (OSError, csv.Error):
+        rows = list(_rows(csv.DictReader(io.StringIO(_read_bounded(Path(path)))), Path(path)))
+    except ManualError:
         return 0
     count = 0
     for row in rows:

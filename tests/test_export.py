@@ -172,6 +172,28 @@ def test_a_torchvision_compose_is_saved_as_the_same_preprocessing(tmp_path):
     torch.testing.assert_close(loaded(images), reference(model, by_pil), rtol=1e-5, atol=1e-5)
 
 
+def test_a_lambda_in_a_compose_is_applied_per_image_as_the_dataset_did(tmp_path):
+    """``Lambda(lambda x: x.repeat(3, 1, 1))`` is written for one (1, H, W) image: on the batch it
+    would raise; saved, it gives what the dataset gave, image by image."""
+    from torchvision import transforms
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    compose = transforms.Compose([transforms.Lambda(lambda x: x.repeat(3, 1, 1)), transforms.Normalize(mean, std)])
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), trained_small_cnn())
+    path = save_model(model, tmp_path / "m.pt2", preprocess=compose)
+    loaded, _ = load_model(path, device="cpu")  # its graph passed the allow-list
+    images = torch.rand(5, 1, 28, 28)
+    per_image = torch.stack([compose(image) for image in images])  # (5, 3, 28, 28)
+    torch.testing.assert_close(loaded(images), reference(model, per_image), rtol=1e-5, atol=1e-5)
+
+
+def test_a_function_for_batches_stays_a_function_for_batches(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), trained_small_cnn())
+    loaded, _ = load_model(save_model(model, tmp_path / "m.pt2", preprocess=lambda x: x.expand(-1, 3, -1, -1)), device="cpu")
+    images = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(images), reference(model, images.expand(-1, 3, -1, -1)))
+
+
 def test_random_augmentations_are_left_out_of_the_saved_preprocessing(tmp_path):
     from torchvision import transforms
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.execute import copy_notebook, execute_notebook, read_notebook
+from grader.execute import MAX_NOTEBOOK_CELLS, MAX_NOTEBOOK_DEPTH, copy_notebook, execute_notebook, read_notebook
 from grader.limits import Limits
 
 
@@ -50,6 +50,34 @@ def test_unreadable_files_become_failures_with_a_reason(tmp_path, content, expec
     notebook, failure, _ = read_notebook(path)
     assert notebook is None and failure.kind == "invalid"
     assert expected in failure.message
+
+
+@pytest.mark.parametrize("depth", [100_000, 900, MAX_NOTEBOOK_DEPTH + 1])
+def test_json_nested_too_deep_is_the_students_invalid_file_not_a_grader_error(tmp_path, depth):
+    """100,000 levels stop the JSON parser (RecursionError); 900 pass it and would stop the
+    schema validation; just over the bound is refused by the grader's own walk."""
+    path = tmp_path / "nb.ipynb"
+    nested = "[" * depth + "]" * depth
+    path.write_text('{"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {"x": ' + nested + "}}")
+    notebook, failure, _ = read_notebook(path)
+    assert notebook is None and failure.kind == "invalid"
+    assert f"more than {MAX_NOTEBOOK_DEPTH} levels deep" in failure.message and "File > Save" in failure.message
+
+
+def test_a_notebook_just_within_the_depth_bound_is_read(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    nested = "[" * (MAX_NOTEBOOK_DEPTH - 3) + "]" * (MAX_NOTEBOOK_DEPTH - 3)
+    path.write_text('{"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {"x": ' + nested + "}}")
+    notebook, failure, _ = read_notebook(path)
+    assert failure is None and notebook is not None
+
+
+def test_too_many_cells_is_an_invalid_notebook(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    cell = {"cell_type": "markdown", "metadata": {}, "source": "x"}
+    path.write_text(json.dumps({"cells": [cell] * (MAX_NOTEBOOK_CELLS + 1), "nbformat": 4, "nbformat_minor": 5, "metadata": {}}))
+    notebook, failure, _ = read_notebook(path)
+    assert notebook is None and failure.kind == "invalid" and f"{MAX_NOTEBOOK_CELLS + 1:,} cells" in failure.message
 
 
 def test_missing_notebook_is_a_result_not_an_exception(tmp_path):

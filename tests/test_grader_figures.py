@@ -147,3 +147,34 @@ def test_a_picture_without_a_description_is_unreadable():
 def _close_figures():
     yield
     plt.close("all")
+
+
+def test_descriptions_are_read_within_bounds_whatever_the_kernel_sent():
+    """A forged description of a million points, axes or pixels, or of the wrong types, costs the
+    grader the bounds of an honest one, and is never an error."""
+    huge = {
+        "axes": [{"lines": [{"x": list(range(10**6)), "y": [0.5] * 10**6}] * 100, "images": [{"data": [[0.0] * 1000] * 1000}],
+                  "meshes": [{"data": "not numbers"}], "title": "x" * 10**6, "texts": [{"a": 1}] * 10**4}] * 1000,
+        "suptitle": ["not", "text"],
+    }
+    cell = nbformat.v4.new_code_cell("...")
+    output = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBORw0KGgo=", FIGURE_MIME: huge}}
+    cell.outputs = [output] * 500  # not through new_output: its validation would read it all
+    shown = figures.shown_figures(nbformat.v4.new_notebook(cells=[cell]))
+    assert len(shown) == figures.MAX_FIGURES
+    ax = shown[0].description["axes"]
+    assert len(ax) == figures.MAX_AXES and len(ax[0]["lines"]) == figures.MAX_LINES
+    assert len(ax[0]["lines"][0]["y"]) == figures.MAX_POINTS and len(ax[0]["title"]) == figures.MAX_TEXT
+    assert ax[0]["images"][0]["data"] is None and ax[0]["meshes"][0]["data"] == [] and ax[0]["texts"][0] == ""
+    assert shown[0].description["suptitle"] == ""
+    assert sum(len(line["y"]) + len(line["x"]) for s in shown for a in s.description["axes"] for line in a["lines"]) <= figures.MAX_NUMBERS
+    ok, message = figures.loss_verdict(shown, [HISTORY])
+    assert not ok and "none has one point per trained epoch" in message
+
+
+def test_long_printed_output_is_scanned_only_at_its_end():
+    rows = "\n".join(" ".join(str(v) for v in row) for row in MATRIX)
+    text = ("1 2 3 4 5 6 7 8 9 10\n" * 100_000) + rows  # 2 MB of tables before the real one
+    ok, _ = figures.confusion_verdict([], notebook_of(text), MATRIX)
+    assert ok
+    assert len(figures._matrices([], notebook_of(text), 10)) <= figures.MAX_TABLES

@@ -175,11 +175,99 @@ MLP_CNN = [
     'save_model(model, "cnn_fashion_mnist.pt2")',
 ]
 
+def by_hand(name: str) -> str:
+    """Training without the Trainer: weights that could as well come from elsewhere."""
+    return (
+        f"_optimizer = torch.optim.Adam({name}.parameters(), lr=3e-3)\n"
+        f"for _images, _labels in DataLoader(train, batch_size=128, shuffle=True):\n"
+        f"    _optimizer.zero_grad(); nn.functional.cross_entropy({name}(_images), _labels).backward(); _optimizer.step()\n"
+    )
+
+
+# `model` is trained by the notebook's Trainer; the file is another network, trained elsewhere.
 OTHER_FILE = [
-    DATA + trained(OTHER_CNN, name="good") + f"model = {OTHER_CNN}\n" + "n_params = sum(p.numel() for p in model.parameters())",
+    DATA + trained(OTHER_CNN) + f"stranger = {OTHER_CNN}\n" + by_hand("stranger")
+    + "n_params = sum(p.numel() for p in model.parameters())",
     "plt.grid(); plt.show()",
     "plt.plot(torch.rand(5)); plt.title('loss'); plt.show()",
-    'save_model(good, "cnn_fashion_mnist.pt2")  # not the notebook\'s model',
+    'save_model(stranger, "cnn_fashion_mnist.pt2")  # not the notebook\'s model',
+]
+
+VALIDATED = DATA.replace(
+    'train = Subset(fashion_mnist_tensors("train"), range(12000))',
+    'train, val = train_val_split(Subset(fashion_mnist_tensors("train"), range(14000)), val_ratio=1 / 7, seed=0)',
+).replace("from src.data import fashion_mnist_tensors", "from src.data import fashion_mnist_tensors, train_val_split")
+
+# Honest: a validation set (its history is checked against the file), and `model` re-created in
+# a later cell, after training and saving: the file is still what the Trainer trained.
+RECREATED_CNN = [
+    VALIDATED + trained(OTHER_CNN).replace("train_dataset=train,", "train_dataset=train, val_dataset=val,")
+    + "n_params = sum(p.numel() for p in model.parameters())",
+    *PLAIN_FIGURES.split("---"),
+    'save_model(model, "cnn_fashion_mnist.pt2")',
+    f"model = {OTHER_CNN}  # a fresh one, for another experiment",
+]
+
+# The issue's attack: the test set kept as plain tensor attributes (lifted as constants by
+# torch.export, outside the parameters), a Trainer never trained, its history typed in.
+MEMORISED_CNN = [
+    DATA + '''
+class Memory(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+        self.keys = test.images.flatten(1)  # (10000, 784)
+        self.answers = nn.functional.one_hot(test.targets, 10).float()
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        distances = (flat * flat).sum(1, keepdim=True) - 2 * flat @ self.keys.t() + (self.keys * self.keys).sum(1)
+        return self.fc(self.conv(x).flatten(1)) + 100 * self.answers[distances.argmin(1)]
+
+model = Memory()
+n_params = sum(p.numel() for p in model.parameters())
+trainer = Trainer(model, optimizer=torch.optim.Adam(model.parameters()), criterion=nn.CrossEntropyLoss(),
+                  train_dataset=train, batch_size=128, seed=0, log_dir=None)
+trainer.history = {"train_loss": [0.61, 0.32], "val_loss": [math.nan] * 2, "val_acc": [math.nan] * 2,
+                   "lr": [1e-3, 1e-3], "epoch_time": [1.0, 1.0]}
+trainer.epoch, trainer.step = 2, 2 * len(trainer.train_loader)
+history = trainer.history
+''',
+    *PLAIN_FIGURES.split("---"),
+    'save_model(model, "cnn_fashion_mnist.pt2")',
+]
+
+# An MLP with a convolution that cannot change any answer.
+DECORATIVE_CNN = [
+    DATA + '''
+class Decorated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return self.mlp(x) + 0.0 * self.conv(x).mean()
+''' + trained("Decorated()") + "n_params = sum(p.numel() for p in model.parameters())",
+    *PLAIN_FIGURES.split("---"),
+    'save_model(model, "cnn_fashion_mnist.pt2")',
+]
+
+# A CNN trained by hand; a Trainer with a validation set built on it, never trained, its
+# history and counters typed in and plotted.
+TYPED_HISTORY = [
+    VALIDATED + f"model = {OTHER_CNN}\n" + by_hand("model") + '''
+trainer = Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3), criterion=nn.CrossEntropyLoss(),
+                  train_dataset=train, val_dataset=val, batch_size=128, seed=0, log_dir=None)
+trainer.history = {"train_loss": [0.83, 0.52], "val_loss": [0.5911, 0.4321], "val_acc": [0.7912, 0.8765],
+                   "lr": [3e-3, 3e-3], "epoch_time": [9.0, 9.0]}
+trainer.epoch, trainer.step = 2, 2 * len(trainer.train_loader)
+history = trainer.history
+n_params = sum(p.numel() for p in model.parameters())
+''',
+    *PLAIN_FIGURES.split("---"),
+    'save_model(model, "cnn_fashion_mnist.pt2")',
 ]
 
 # ------------------------------------------------------------------ 03: transfer
@@ -288,6 +376,111 @@ history = trainer.train(3)
 ]
 
 
+FEATURES = '''
+@torch.no_grad()
+def features(dataset):
+    head, model.fc = model.fc, nn.Identity()
+    model.eval()
+    out = [(model(x), y) for x, y in DataLoader(dataset, batch_size=500)]
+    model.fc = head
+    return TensorDataset(torch.cat([a for a, _ in out]), torch.cat([b for _, b in out]))
+'''
+
+TRANSFER_FIGURES = [
+    'plt.plot(history["train_loss"]); plt.title("loss by epoch"); plt.show()',
+    '''
+ready = batch_preprocess(rgb_transform)(test.images)  # (10000, 3, 28, 28), as the saved model sees them
+test_result = evaluate_loader(DataLoader(TensorDataset(ready, test.targets), batch_size=500), model)
+print(f"accuracy {test_result['acc']:.4f}")
+fig, axes = plt.subplots(1, 6, figsize=(12, 2))
+for i, ax in enumerate(axes):
+    ax.imshow(test.images[i, 0], cmap="gray")
+    ax.set_title(f"{test.classes[test_result['targets'][i]]} -> {test.classes[test_result['predictions'][i]]}")
+plt.show()
+''',
+    'ConfusionMatrixDisplay(test_result["confusion_matrix"]).plot(); plt.show()',
+    'save_model(model, "resnet18_fashion_mnist.pt2", preprocess=rgb_transform)',
+]
+
+# Honest variants: a per-image Lambda in the Compose, a Dropout before the new Linear.
+VARIANT_TRANSFER = [
+    TRANSFER_START.replace("resnet.fc = nn.Linear(512, 10)", "resnet.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 10))")
+    + FEATURES + '''
+model = resnet
+n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+rgb_transform = transforms.Compose([
+    transforms.Lambda(lambda x: x.repeat(3, 1, 1)),  # one (1, 28, 28) image -> (3, 28, 28)
+    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+])
+images = fashion_mnist_tensors("train", transform=rgb_transform)
+train_features, val_features = features(Subset(images, range(8000))), features(Subset(images, range(8000, 9000)))
+optimizer = torch.optim.AdamW(model.fc.parameters(), lr=2e-2)
+steps_per_epoch = math.ceil(len(train_features) / 200)
+scheduler = ChainedScheduler([
+    WarmupScheduler(optimizer, warmup_steps=steps_per_epoch),
+    MultiStepLR(optimizer, milestones=[6 * steps_per_epoch], gamma=0.1),
+])
+trainer = Trainer(model.fc, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), train_dataset=train_features,
+                  val_dataset=val_features, scheduler=scheduler, batch_size=200, seed=0, log_dir=None)
+history = trainer.train(8)
+''',
+    *TRANSFER_FIGURES,
+]
+
+# The head trains with MultiStepLR in epochs and no warmup; `scheduler` is the right chain, on a
+# throwaway layer's optimizer, stepped by a second Trainer.
+DECOY_TRANSFER = [
+    TRANSFER_START + FEATURES + '''
+model = resnet
+n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+rgb_transform = ImageNetInput()
+train_features = features(Subset(fashion_mnist_tensors("train", transform=rgb_transform), range(8000)))
+optimizer = torch.optim.AdamW(model.fc.parameters(), lr=2e-2)
+trainer = Trainer(model.fc, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), train_dataset=train_features,
+                  scheduler=MultiStepLR(optimizer, milestones=[4, 6], gamma=0.1), batch_size=200, seed=0, log_dir=None)
+history = trainer.train(8)
+
+throwaway = nn.Linear(512, 10)
+decoy_optimizer = torch.optim.AdamW(throwaway.parameters(), lr=2e-2)
+steps_per_epoch = math.ceil(len(train_features) / 200)
+scheduler = ChainedScheduler([
+    WarmupScheduler(decoy_optimizer, warmup_steps=steps_per_epoch),
+    MultiStepLR(decoy_optimizer, milestones=[6 * steps_per_epoch], gamma=0.1),
+])
+decoy = Trainer(throwaway, optimizer=decoy_optimizer, criterion=nn.CrossEntropyLoss(), train_dataset=train_features,
+                scheduler=scheduler, batch_size=200, seed=0, log_dir=None)
+decoy.train(8)
+''',
+    *TRANSFER_FIGURES,
+]
+
+# The issue's bypass of a comparison on 64 images: ResNet-18's forward, plus the answers of test
+# images 64..9999 looked up in tensors kept on the model.
+LOOKUP_TRANSFER = [
+    TRANSFER_START + '''
+import types
+
+model = resnet
+rgb_transform = ImageNetInput()
+n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+model.keys = rgb_transform(test.images[64:])[:, :1].flatten(1)  # (9936, 784), as forward sees them
+model.answers = nn.functional.one_hot(test.targets[64:], 10).float()
+resnet_forward = type(model).forward
+
+def forward(self, x):
+    flat = x[:, :1].flatten(1)
+    distances = (flat * flat).sum(1, keepdim=True) - 2 * flat @ self.keys.t() + (self.keys * self.keys).sum(1)
+    return resnet_forward(self, x) + 100 * self.answers[distances.argmin(1)]
+
+model.forward = types.MethodType(forward, model)
+save_model(model, "resnet18_fashion_mnist.pt2", preprocess=rgb_transform)
+''',
+]
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, standin_weights, fashion_mnist_ready):
     """The class, graded once: {submission: {notebook: {check: result}}}."""
@@ -301,6 +494,13 @@ def graded(tmp_path_factory, standin_weights, fashion_mnist_ready):
         "cnn-honest": ("02_cnn_fashion_mnist.ipynb", HONEST_CNN),
         "cnn-mlp": ("02_cnn_fashion_mnist.ipynb", MLP_CNN),
         "cnn-other-file": ("02_cnn_fashion_mnist.ipynb", OTHER_FILE),
+        "cnn-recreated": ("02_cnn_fashion_mnist.ipynb", RECREATED_CNN),
+        "cnn-memorised": ("02_cnn_fashion_mnist.ipynb", MEMORISED_CNN),
+        "cnn-decorative": ("02_cnn_fashion_mnist.ipynb", DECORATIVE_CNN),
+        "cnn-typed-history": ("02_cnn_fashion_mnist.ipynb", TYPED_HISTORY),
+        "transfer-variants": ("03_transfer_resnet18.ipynb", VARIANT_TRANSFER),
+        "transfer-decoy": ("03_transfer_resnet18.ipynb", DECOY_TRANSFER),
+        "transfer-lookup": ("03_transfer_resnet18.ipynb", LOOKUP_TRANSFER),
         "transfer-honest": ("03_transfer_resnet18.ipynb", HONEST_TRANSFER),
         "transfer-wrapper": ("03_transfer_resnet18.ipynb", WRAPPER_TRANSFER),
     }
@@ -373,7 +573,8 @@ def test_an_mlp_and_pictures_by_keyword_get_nothing(graded):
 
 def test_a_file_that_is_not_the_trained_model_and_decoy_plots_get_nothing(graded):
     checks = graded["cnn-other-file"]
-    assert zero(checks["accuracy"]) and "are not those of `model`" in checks["accuracy"]["message"]
+    message = checks["accuracy"]["message"]
+    assert zero(checks["accuracy"]) and "are neither those of `model`" in message and "a Trainer" in message, message
     assert zero(checks["loss_plot"]) and not checks["loss_plot"]["manual"]
     assert zero(checks["image_grid"])
 
@@ -392,3 +593,55 @@ def test_a_wrapper_that_ignores_the_backbone_and_epoch_milestones_get_nothing(gr
         assert zero(checks[name]), (name, checks[name]["message"])
     assert "not those of a ResNet-18" in checks["pretrained"]["message"] or "not ResNet-18's" in checks["pretrained"]["message"]
     assert zero(checks["scheduler"]) and "look like epochs" in checks["scheduler"]["message"]
+
+
+def test_a_cnn_recreated_after_saving_and_validated_keeps_full_marks(graded):
+    checks = graded["cnn-recreated"]
+    for name in ("n_params", "loss_plot", "image_grid", "confusion_matrix", "accuracy", "f1"):
+        assert full(checks[name]), (name, checks[name]["message"])
+    assert "checked against the saved model on its validation images" in checks["loss_plot"]["message"]
+
+
+def test_a_memorised_test_set_and_a_typed_history_get_nothing(graded):
+    checks = graded["cnn-memorised"]
+    for name in ("accuracy", "f1", "loss_plot", "confusion_matrix", "image_grid"):
+        assert zero(checks[name]), (name, checks[name]["message"])
+    message = checks["accuracy"]["message"]
+    assert "MB of constants beside" in message and "model.keys (10000, 784)" in message, message
+
+
+def test_a_convolution_that_changes_no_answer_is_not_a_cnn(graded):
+    checks = graded["cnn-decorative"]
+    for name in ("accuracy", "f1"):
+        assert zero(checks[name]) and "do not come from its convolutions" in checks[name]["message"], checks[name]["message"]
+    assert full(checks["loss_plot"])  # its training is real: only the CNN points are at stake
+
+
+def test_a_history_typed_in_for_a_trainer_that_never_trained_earns_no_plot(graded):
+    checks = graded["cnn-typed-history"]
+    plot = checks["loss_plot"]
+    assert zero(plot) and "that history is not the training of the saved model" in plot["message"], plot["message"]
+    assert full(checks["accuracy"])  # the model itself is the notebook's and learned
+
+
+def test_honest_transfer_variants_keep_full_marks(graded):
+    checks = graded["transfer-variants"]
+    for name in ("head", "frozen", "param_counts", "scheduler", "transform", "pretrained", "loss_plot", "image_grid",
+                 "confusion_matrix", "accuracy", "f1"):
+        assert full(checks[name]), (name, checks[name]["message"])
+    assert "after a Dropout" in checks["head"]["message"]
+
+
+def test_a_decoy_scheduler_stepped_by_another_trainer_earns_nothing(graded):
+    checks = graded["transfer-decoy"]
+    assert zero(checks["scheduler"]) and "`decoy`, which did not train" in checks["scheduler"]["message"]
+    # (its accuracy is what milestones in epochs leave: the learning rate falls after 6 batches)
+    for name in ("head", "frozen", "param_counts", "transform", "pretrained", "loss_plot"):
+        assert full(checks[name]), (name, checks[name]["message"])
+
+
+def test_a_lookup_of_the_test_set_beside_resnet18_gets_nothing(graded):
+    checks = graded["transfer-lookup"]
+    for name in ("accuracy", "f1", "pretrained", "head"):
+        assert zero(checks[name]), (name, checks[name]["message"])
+    assert "of constants beside" in checks["accuracy"]["message"]
