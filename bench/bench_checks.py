@@ -10,7 +10,8 @@ a fresh confined worker) and prints, as medians over ``--repeat`` runs:
 
 * **start-up**: the worker's wall time minus its own measured time (a fresh confined Python that
   imports torch, and reading its answers back): the other part of the 10-second goal;
-* the worker's own steps: ``load`` (archive checks, the graph, what it holds), ``describe``
+* the worker's own steps: ``import`` (torch and ``src`` imported by the fresh Python: start-up
+  too, measured inside), ``load`` (archive checks, the graph, what it holds), ``describe``
   (structure, weight digests; for Task 2 the grader's own ResNet-18 built and loaded),
   ``evaluate`` (the 10,000 test images), ``validation`` (a Trainer's 6,000 validation images),
   ``without_convolutions`` (the test set again, convolutions zeroed);
