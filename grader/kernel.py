@@ -254,6 +254,7 @@ class KernelSession:
         self._notebook: Any = None
         self._ran: list[int] = []
         self.replay_problem = ""
+        self.garbled = ""  # why the kernel was killed for messages the grader could not read
 
     # ------------------------------------------------------------------ start
 
@@ -373,6 +374,14 @@ class KernelSession:
                 self.kill()
         except DeadKernelError:
             _cancel_pending_tasks()
+            status = "died"
+        except Exception as error:  # noqa: BLE001  a message the client cannot read: the kernel is not to be trusted
+            # The notebook's code runs in the kernel and can garble its messages (json.dumps
+            # replaced, bytes on its sockets); the client then raises anything. The kernel is
+            # killed and the cell counts as one that killed it: a graded failure, never a grader error.
+            _cancel_pending_tasks()
+            self.garbled = f"the kernel sent a message the grader could not read ({type(error).__name__})"
+            self.kill()
             status = "died"
         finally:
             meter.stop()
@@ -547,21 +556,21 @@ class KernelSession:
     def _wait_responsive(self, grace: float = INTERRUPT_GRACE_S) -> bool:
         """After an interrupt: True when the kernel runs a no-op within ``grace`` seconds."""
         import nbformat
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
         client = self._connect()
         client.nb = notebook
         client.timeout = max(1, int(grace))
         try:
             client.execute_cell(notebook.cells[0], 0, store_history=False)
-        except (CellTimeoutError, DeadKernelError):
+        except Exception:  # noqa: BLE001  timed out, dead, or messages the client cannot read
             _cancel_pending_tasks()
             return False
         return True
 
     def death_reason(self) -> str:
         """Why the kernel is gone, in words (a limit, a crash, an exit code or a signal)."""
+        if self.garbled:
+            return self.garbled
         if self.box is not None:
             reason = self.box.reason()
             if reason:

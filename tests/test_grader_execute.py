@@ -232,6 +232,19 @@ def test_kernel_that_kills_itself_fails_its_cell_and_earlier_cells_are_rerun(tmp
 
 
 @pytest.mark.slow
+def test_a_kernel_whose_messages_cannot_be_read_fails_its_cell_not_the_grader(tmp_path):
+    """The notebook's code can garble what its kernel sends (json.dumps replaced, here the
+    session's packer): the cell counts as one that killed its kernel, and the cells before it are
+    run again in a fresh kernel."""
+    garble = "get_ipython().kernel.session.pack = lambda message: b'{}'\nprint('garbled')"
+    with run(tmp_path, "a = 41", garble, "c = 3") as result_run:
+        result = result_run.result
+        assert [c.status for c in result.cells] == ["ok", "died", "not_run"]
+        assert result.failure.kind == "died" and "could not read" in result.failure.message
+        assert result_run.kernel.run_code("print(a + 1)", timeout=10).stdout.strip() == "42"
+
+
+@pytest.mark.slow
 def test_os_exit_names_the_exit_code(tmp_path):
     with run(tmp_path, "import os\nos._exit(3)", rerun=False) as result_run:
         assert result_run.kernel is None
