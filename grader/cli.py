@@ -43,7 +43,7 @@ def _add_limits(parser: argparse.ArgumentParser, *, cell: float, notebook: float
     group = parser.add_argument_group("limits")
     group.add_argument(
         "--cell-timeout", type=float, default=cell, metavar="S",
-        help="CPU seconds one cell may use; a cell that waits is stopped after 4x as many seconds (default: %(default)s)"
+        help="CPU seconds one cell may use; a cell that waits is stopped after twice as many seconds (default: %(default)s)"
     )
     group.add_argument(
         "--timeout",
