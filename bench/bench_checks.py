@@ -5,7 +5,7 @@ evaluations, the grader's comparison.
 
 Saves two files like the reference notebooks' (the reference CNN's architecture, and ResNet-18
 with the kit's stand-in weights behind `ImageNetInput`; untrained: an evaluation costs the same
-whatever the weights), then verifies each as the grader does (`grader.artifacts.verify_saved_model`,
+whatever the weights), then verifies each as the grader does (`grader.evidence.artifacts.verify_saved_model`,
 a fresh confined worker) and prints, as medians over ``--repeat`` runs:
 
 * **start-up**: the worker's wall time minus its own measured time (a fresh confined Python that
@@ -68,9 +68,9 @@ def save_files(folder: Path) -> dict[str, Path]:
 
 
 def measure(path: Path, kind: str, sandbox, repeat: int) -> dict[str, float]:
-    from grader.artifacts import verify_saved_model
-    from grader.limits import Limits
-    from grader.training import tie_trainers
+    from grader.evidence.artifacts import verify_saved_model
+    from grader.confine.limits import Limits
+    from grader.evidence.training import tie_trainers
 
     validation = [{"split": "train", "indices": list(range(54_000, 60_000))}] if kind == "cnn" else None
     runs: dict[str, list[float]] = {}
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--graded", type=Path, help="an OUT folder of `python -m grader grade`")
     args = parser.parse_args()
 
-    from grader.sandbox import sandbox_info
+    from grader.confine.sandbox import sandbox_info
 
     sandbox = sandbox_info(False if args.no_sandbox else None)
     print(f"confinement: {sandbox.detail if hasattr(sandbox, 'detail') else sandbox}; load average {os.getloadavg()}")

@@ -60,8 +60,8 @@ def time_command(paths: list[Path], out: Path, extra: list[str], *, kit: Path) -
 
 def time_kernel_start(folder: Path, sandbox: bool | None) -> float:
     """Launch-to-ready time of one confined kernel, for scale: the floor under the one-notebook figure."""
-    from grader.kernel import KernelSession
-    from grader.sandbox import sandbox_info
+    from grader.run.kernel import KernelSession
+    from grader.confine.sandbox import sandbox_info
 
     started = time.perf_counter()
     session = KernelSession(workdir=folder / f"kernel{time.perf_counter_ns()}" / "work", sandbox=sandbox_info(sandbox))
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = statistics.median(one["now"]) / statistics.median(one[args.before])
         extra_s = statistics.median(one["now"]) - statistics.median(one[args.before])
         print(f"  one notebook, this checkout vs {args.before}: ratio {ratio:.2f} ({extra_s:+.2f} s)")
-    from grader.limits import probe_enforcement
+    from grader.confine.limits import probe_enforcement
 
     print(f"  for scale, one kernel's start-up: {statistics.median(boot):5.2f} s   (launch to ready, in-process)")
     print(f"  {probe_enforcement().describe()}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grader import checks
 from grader.checks import Context, Outcome
-from grader.convolution import BATCHED, FULL, SIMPLEST
+from grader.evidence.convolution import BATCHED, FULL, SIMPLEST
 from grader.paths import ASSIGNMENTS_DIR
 
 __all__ = ["ASSIGNMENTS", "GENERIC", "Assignment", "CheckDef", "find_assignment"]
@@ -24,7 +24,7 @@ __all__ = ["ASSIGNMENTS", "GENERIC", "Assignment", "CheckDef", "find_assignment"
 class CheckDef:
     """A check as graded: stable name, one-line title, points, and the function that decides.
 
-    ``manual_points``: points an instructor gives by reading the answer (`grader.manual`), on
+    ``manual_points``: points an instructor gives by reading the answer (`grader.report.manual`), on
     top of the automatic ``points``; for written answers.
     """
 

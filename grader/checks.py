@@ -4,9 +4,9 @@ which checks it has and what each is worth.
 
 Evidence, not claims (see ``docs/threat-model.md``). The student's kernel can forge anything it
 computes, so a verdict comes from what the grader computed outside it: the convolutions re-created
-and run in a confined worker (`grader.convolution`), the saved model verified in another
-(`grader.artifacts`), the figures compared with the grader's own numbers (`grader.figures`), the
-schedule replayed here (`grader.schedule`). What the kernel reports (``n_params``, which
+and run in a confined worker (`grader.evidence.convolution`), the saved model verified in another
+(`grader.evidence.artifacts`), the figures compared with the grader's own numbers (`grader.evidence.figures`), the
+schedule replayed here (`grader.evidence.schedule`). What the kernel reports (``n_params``, which
 parameters are frozen, the Trainer's history) is the notebook's claim: it is checked against that
 evidence, and it words the messages.
 
@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader import convolution as conv
-from grader import figures as shown
-from grader.artifacts import ModelEvidence, grading_weights, printed_metrics, test_set, verify_saved_model
-from grader.kernel import PROBE_TIMEOUT_S, ProbeAnswer
-from grader.limits import Limits
+from grader.confine.limits import Limits
+from grader.evidence import convolution as conv
+from grader.evidence import figures as shown
+from grader.evidence.artifacts import ModelEvidence, grading_weights, printed_metrics, test_set, verify_saved_model
+from grader.evidence.schedule import scheduler_verdict
+from grader.evidence.training import Tie, tie_trainers
 from grader.results import SandboxInfo, Status
-from grader.schedule import scheduler_verdict
-from grader.training import Tie, tie_trainers
+from grader.run.kernel import PROBE_TIMEOUT_S, ProbeAnswer
 
 if TYPE_CHECKING:
-    from grader.execute import NotebookRun
+    from grader.run.execute import NotebookRun
 
 __all__ = ["PLACEHOLDERS", "Context", "Outcome"]
 
@@ -49,7 +49,7 @@ class Outcome:
     message: str
     fraction: float = 1.0
     manual: bool = False
-    answer: str = ""  # a written answer's text, for the instructor (`grader.manual`)
+    answer: str = ""  # a written answer's text, for the instructor (`grader.report.manual`)
 
 
 def passed(message: str) -> Outcome:
@@ -90,7 +90,7 @@ class Context:
         return self.run.result.notebook
 
     def ask(self, function: str, **inputs: Any) -> ProbeAnswer:
-        """A probe of the notebook's kernel (`grader.kernel_side`): the notebook's claims.
+        """A probe of the notebook's kernel (`grader.run.kernel_side`): the notebook's claims.
 
         Asked once per notebook: several checks read the same answer (``head_facts``), and a
         probe that times out should cost its timeout once, not once per check.
@@ -115,7 +115,7 @@ class Context:
 
     def trainers(self) -> list[dict[str, Any]]:
         """The notebook's `src.engine.Trainer` objects as its kernel describes them (claims:
-        `grader.kernel_side.training_facts`); [] when the kernel cannot answer."""
+        `grader.run.kernel_side.training_facts`); [] when the kernel cannot answer."""
         answer = self.ask("training_facts")
         if not answer.ok or not isinstance(answer.value, dict):
             return []
@@ -355,7 +355,7 @@ def parameter_count(ctx: Context, *, artifact: str, model: str = "model", name: 
 
 
 def training_tie(ctx: Context, artifact: str, kind: str) -> Tie:
-    """The notebook's Trainers tied to the saved file (`grader.training`), once per notebook."""
+    """The notebook's Trainers tied to the saved file (`grader.evidence.training`), once per notebook."""
     key = f"tie:{artifact}"
     if key not in ctx.cache:
         evidence = ctx.evidence(artifact, kind)
@@ -677,7 +677,7 @@ def _for_instructor(ctx: Context, verdict: str, what: str) -> Outcome:
 
 def loss_plot(ctx: Context, *, artifact: str, kind: str) -> Outcome:
     """A plot of the loss by epoch, whose points are the history of the Trainer that trained the
-    saved file (`grader.training`)."""
+    saved file (`grader.evidence.training`)."""
     if ctx.notebook is None:
         return failed("no notebook to look for the plot in.")
     answer = ctx.ask("training_facts")

@@ -28,11 +28,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grader.confine.limits import Limits
 from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
-from grader.limits import Limits
 
 if TYPE_CHECKING:
-    from grader.similarity import Similarity
+    from grader.classroom.similarity import Similarity
 
 __all__ = ["build_parser", "main"]
 
@@ -89,7 +89,7 @@ def _percent(text: str) -> float:
 
 
 def _add_similarity(parser: argparse.ArgumentParser) -> None:
-    from grader.similarity import DEFAULT_THRESHOLD
+    from grader.classroom.similarity import DEFAULT_THRESHOLD
 
     parser.add_argument(
         "--similarity-threshold",
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_manual(args: argparse.Namespace) -> int:
-    from grader import manual
+    from grader.report import manual
 
     try:
         counts = manual.apply(args.out, args.answers)
@@ -262,8 +262,8 @@ def _cmd_manual(args: argparse.Namespace) -> int:
 def _cmd_pr(args: argparse.Namespace) -> int:
     import secrets
 
-    from grader.convolution import resolve_hidden_seed
-    from grader.pr import GitError, grade_pull_request
+    from grader.classroom.pr import GitError, grade_pull_request
+    from grader.evidence.convolution import resolve_hidden_seed
 
     if not _sandbox_ready(args, demo=False):
         return EXIT_GRADER
@@ -305,7 +305,7 @@ def _sandbox_ready(args: argparse.Namespace, *, demo: bool) -> bool:
     """Decide confinement (``args.sandbox``): required to grade student work, optional for the
     demo and a student's self-check. False (and says why, and the fix) when it is required here
     and impossible."""
-    from grader.sandbox import SANDBOX_FIX, probe_bwrap
+    from grader.confine.sandbox import SANDBOX_FIX, probe_bwrap
 
     if args.sandbox is False:
         _log("warning: --no-sandbox: student code runs unconfined, with your rights; every report says so")
@@ -331,8 +331,8 @@ DEMO_SEED_SOURCE = "the public demo seed (no hidden seed configured)"
 def _cmd_grade(args: argparse.Namespace) -> int:
     import secrets
 
-    from grader.batch import default_jobs, discover, parse_shard, plan, run_batch, shard
-    from grader.convolution import PUBLIC_SEED, resolve_hidden_seed
+    from grader.classroom.batch import default_jobs, discover, parse_shard, plan, run_batch, shard
+    from grader.evidence.convolution import PUBLIC_SEED, resolve_hidden_seed
 
     demo = not args.paths
     if not _sandbox_ready(args, demo=demo):
@@ -401,8 +401,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 def _similarity_after(out: Path, threshold: float) -> None:
     """The similarity report after a class is graded or merged. Grades are done by then, so a
     failure here is said and leaves the exit code alone."""
-    from grader.batch import rebuild_summaries
-    from grader.similarity import compare_class, up_to_date
+    from grader.classroom.batch import rebuild_summaries
+    from grader.classroom.similarity import compare_class, up_to_date
 
     if up_to_date(out, threshold):  # a resumed batch that graded nothing: minutes saved at 300
         _log(f"similarity: up to date (no submission graded since); `python -m grader similarity {out}` redoes it")
@@ -430,8 +430,8 @@ def _similarity_line(report: Similarity) -> str:
 
 
 def _cmd_similarity(args: argparse.Namespace) -> int:
-    from grader.batch import rebuild_summaries
-    from grader.similarity import compare_class
+    from grader.classroom.batch import rebuild_summaries
+    from grader.classroom.similarity import compare_class
 
     missing = [folder for folder in (args.out, args.templates) if not folder.is_dir()]
     if missing:
@@ -450,7 +450,7 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from grader.batch import merge
+    from grader.classroom.batch import merge
 
     missing = [p for p in args.sources if not p.is_dir()]
     if missing:
@@ -482,7 +482,7 @@ def _use_standin_if_missing(path: Path) -> None:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from grader.grade import grade_submission
-    from grader.report import to_markdown, write_reports
+    from grader.report.formats import to_markdown, write_reports
 
     if not _sandbox_ready(args, demo=True):  # the student's own code, on the student's own machine
         return EXIT_GRADER
@@ -536,7 +536,7 @@ def _add_release(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
-    from grader import release as release_module
+    from grader.release import templates as release_module
 
     try:
         if args.check:
@@ -561,7 +561,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
     if not result.written:
         print(f"{args.assignments} was already up to date")
     if args.student_repo is not None:
-        from grader.student_repo import ReleaseError, write_student_repo
+        from grader.release.student_repo import ReleaseError, write_student_repo
 
         try:
             files = write_student_repo(args.student_repo, solutions_dir=args.solutions)

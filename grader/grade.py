@@ -2,7 +2,7 @@
 
 A submission is a folder holding the three notebooks (`grader.assignments`) or a single
 notebook. Only those notebooks are copied (as data: a link is not followed) into one scratch
-folder, where they run in order, each in its own fresh confined kernel (`grader.kernel`) that
+folder, where they run in order, each in its own fresh confined kernel (`grader.run.kernel`) that
 sees the data and weights files it needs and nothing else; the next notebook's kernel (in this
 submission or the next) starts while the current one runs, which hides its start-up time.
 Nothing a submission does makes this module raise: a missing notebook, a broken file or a dead
@@ -23,11 +23,11 @@ from pathlib import Path
 
 from grader.assignments import ASSIGNMENTS, GENERIC, Assignment, CheckDef, find_assignment
 from grader.checks import Context, Outcome
-from grader.execute import NotebookRun, copy_notebook, execute_notebook
-from grader.kernel import PROBE_TIMEOUT_S, KernelSession
-from grader.limits import Limits
+from grader.confine.limits import Limits
+from grader.confine.sandbox import sandbox_info
 from grader.results import CheckResult, NotebookResult, SandboxInfo, SubmissionResult
-from grader.sandbox import sandbox_info
+from grader.run.execute import NotebookRun, copy_notebook, execute_notebook
+from grader.run.kernel import PROBE_TIMEOUT_S, KernelSession
 
 __all__ = [
     "GradeOptions",
@@ -122,13 +122,13 @@ def _prepare(assignments: list[Assignment]) -> _Prepared:
     data = weights = None
     if any(a.needs_data for a in assignments):
         try:
-            from grader.artifacts import grading_data
+            from grader.evidence.artifacts import grading_data
 
             data = grading_data()
         except Exception as error:
             prepared.problems.append(f"Fashion-MNIST is not available on the grading machine: {error}")
     if any(a.needs_weights for a in assignments):
-        from grader.artifacts import grading_weights
+        from grader.evidence.artifacts import grading_weights
 
         prepared.weights = grading_weights()
         if prepared.weights.get("error"):
@@ -354,7 +354,7 @@ def grade_submissions(
         names: the submissions' names (default: `unique_names`).
 
     Yields:
-        One `SubmissionResult` per path, in order (reports are written by `grader.report`).
+        One `SubmissionResult` per path, in order (reports are written by `grader.report.formats`).
     """
     paths = list(paths)
     jobs = _jobs(paths, names or unique_names(paths), options, out_dir_for)
@@ -401,6 +401,6 @@ def grade_submission(
         log: called with one line per step (progress for people), or None.
 
     Returns:
-        The `SubmissionResult` (reports are written by `grader.report`).
+        The `SubmissionResult` (reports are written by `grader.report.formats`).
     """
     return next(grade_submissions([path], options=options, out_dir_for=lambda name: out_dir, log=log))

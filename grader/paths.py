@@ -36,10 +36,10 @@ STUDENT_DIR = KIT_ROOT / "student"
 HIDDEN_SEED_FILE = GRADER_DIR / "hidden_seed.txt"
 
 # Files that run outside the grader's process, copied (never the whole package) where they run.
-KERNEL_SIDE = GRADER_DIR / "kernel_side.py"  # loaded into each notebook kernel
-LAUNCHER = GRADER_DIR / "launch.py"  # joins the process limits, then execs the sandbox
-CONV_WORKER = GRADER_DIR / "workers" / "conv_worker.py"
-MODEL_WORKER = GRADER_DIR / "workers" / "model_worker.py"
+KERNEL_SIDE = GRADER_DIR / "run" / "kernel_side.py"  # loaded into each notebook kernel
+LAUNCHER = GRADER_DIR / "confine" / "launch.py"  # joins the process limits, then execs the sandbox
+CONV_WORKER = GRADER_DIR / "evidence" / "workers" / "conv_worker.py"
+MODEL_WORKER = GRADER_DIR / "evidence" / "workers" / "model_worker.py"
 
 
 @functools.cache

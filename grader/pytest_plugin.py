@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from grader.confine.limits import Limits
 from grader.grade import GradeOptions, find_notebooks, grade_submission
-from grader.limits import Limits
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,7 +52,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def graded(pytestconfig: pytest.Config):
     """The submission, graded once for all the tests."""
-    from grader.convolution import resolve_hidden_seed
+    from grader.evidence.convolution import resolve_hidden_seed
 
     hidden = None
     if not pytestconfig.getoption("visible_only"):
@@ -67,7 +67,7 @@ def graded(pytestconfig: pytest.Config):
     )
     sandbox = False if pytestconfig.getoption("no_sandbox") else True
     if sandbox:
-        from grader.sandbox import SANDBOX_FIX, probe_bwrap
+        from grader.confine.sandbox import SANDBOX_FIX, probe_bwrap
 
         problem = probe_bwrap()
         if problem:

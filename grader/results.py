@@ -2,7 +2,7 @@
 
 Every stage of the grader returns these and never raises for a broken submission: a notebook
 that is not JSON, a kernel that dies or a function that returns garbage all end as a
-`CheckResult` with a message the student can act on. `grader.report` turns them into JSON,
+`CheckResult` with a message the student can act on. `grader.report.formats` turns them into JSON,
 Markdown, JUnit XML and a CSV row; `to_dict` is the JSON form.
 """
 
@@ -45,7 +45,7 @@ class CheckResult:
         status: see `Status`.
         message: what was found and, when it failed, what to fix.
         manual: True when a person must read the answer (no automatic points).
-        manual_max: points an instructor may give by reading it (written answers; `grader.manual`).
+        manual_max: points an instructor may give by reading it (written answers; `grader.report.manual`).
         answer: the text the instructor reads (written answers only).
         answer_sha: sha256 of that text, whitespace folded: manual points stay while it is the same.
         numbers: the numbers the answer cites, for a quick check against the measured ones.
@@ -115,9 +115,9 @@ class ExecutionResult:
         elapsed: wall time of the run, kernel start included.
         cells_elapsed: time spent inside cells (the notebook's own work).
         cells_cpu: CPU seconds the cells used (the kernel's processes and threads together).
-        cpu_limit: the notebook's CPU budget (`grader.limits.Limits.timeout`).
+        cpu_limit: the notebook's CPU budget (`grader.confine.limits.Limits.timeout`).
         sandbox: how the kernel was confined.
-        limits: which mechanism enforced the resource limits (`grader.limits.Enforcement`).
+        limits: which mechanism enforced the resource limits (`grader.confine.limits.Enforcement`).
         peak_memory: largest resident size of the kernel's process tree seen, in bytes.
         rerun_cells: when the kernel died or hung in cell k, how many cells before k were run
             again in a fresh kernel so that what they defined could still be graded (None: no

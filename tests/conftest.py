@@ -1,7 +1,7 @@
 """Session-wide fixtures: each solution notebook is executed once per test session.
 
-A notebook runs the way the grader runs it (`grader.execute.execute_notebook` in a
-`grader.kernel.KernelSession`: confined where bubblewrap works, seeded, figures described), in a
+A notebook runs the way the grader runs it (`grader.run.execute.execute_notebook` in a
+`grader.run.kernel.KernelSession`: confined where bubblewrap works, seeded, figures described), in a
 temporary copy of ``solutions/`` (so the repository gets no ``runs/`` or ``.pt2`` files), and
 its kernel stays alive until the session ends: tests read the artifacts it wrote and ask the
 kernel for what only the kernel has (``run.ask(code)``), the way the grader probes a submission.
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from grader.execute import execute_notebook
-from grader.kernel import KernelSession
-from grader.limits import Limits
-from grader.sandbox import sandbox_info
+from grader.confine.limits import Limits
+from grader.confine.sandbox import sandbox_info
+from grader.paths import KIT_ROOT
+from grader.run.execute import execute_notebook
+from grader.run.kernel import KernelSession
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = REPO_ROOT / "solutions"
-ASSIGNMENTS = REPO_ROOT / "assignments"
+SOLUTIONS = KIT_ROOT / "solutions"
+ASSIGNMENTS = KIT_ROOT / "assignments"
 # Generous: on a CPU shared with other jobs, training can take many times its usual 3 minutes.
 CELL_TIMEOUT_S = int(os.environ.get("KIT_TEST_CELL_TIMEOUT", "3600"))
 

@@ -1,6 +1,6 @@
 """Graded report folders for the similarity tests and benchmark, built without running a kernel.
 
-A submission's folder is what `grader.batch` leaves in OUT: its executed notebooks (here: the
+A submission's folder is what `grader.classroom.batch` leaves in OUT: its executed notebooks (here: the
 notebook itself; similarity reads only code cells) and the reports, ``result.json`` last.
 """
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import nbformat
 
-from grader.report import write_reports
+from grader.paths import KIT_ROOT
+from grader.report.formats import write_reports
 from grader.results import NotebookResult, SubmissionResult
 
-REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "assignments"
-SOLUTIONS = REPO / "solutions"
+TEMPLATES = KIT_ROOT / "assignments"
+SOLUTIONS = KIT_ROOT / "solutions"
 CONVOLUTION = "01_convolution.ipynb"
 
 # An honest solution written apart from the reference: einsum over windows, no Python loop.

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from grader.assignments import ASSIGNMENTS
+from grader.classroom import similarity
+from grader.confine.limits import threads_per_process, usable_cores
 from grader.grade import GradeOptions, grade_submissions, unique_names
-from grader.limits import threads_per_process, usable_cores
-from grader import manual as manual_points
-from grader import similarity
-from grader.report import atomic_write, gradebook_csv, gradebook_row, write_reports
+from grader.report import manual as manual_points
+from grader.report.formats import atomic_write, gradebook_csv, gradebook_row, write_reports
 from grader.results import SubmissionResult
 
 __all__ = [
@@ -94,8 +94,8 @@ def grading_context(options: GradeOptions, out: Path, *, weights: bool = True) -
     (``OUT/.fingerprint-salt``, random, made once) does not.
     """
     from grader import paths
-    from grader.artifacts import grading_weights
-    from grader.sandbox import sandbox_info
+    from grader.confine.sandbox import sandbox_info
+    from grader.evidence.artifacts import grading_weights
 
     hidden = "none"
     if options.hidden_seed is not None:
@@ -466,7 +466,7 @@ def overview_markdown(
 ) -> str:
     """The class at a glance: score distribution, points per notebook, the checks most often
     failed, the written answers and their manual points, and the pairs of submissions with
-    similar code (`grader.similarity`; ``similar`` is its last report, None before one)."""
+    similar code (`grader.classroom.similarity`; ``similar`` is its last report, None before one)."""
     lines = ["# Class overview", ""]
     if not results:
         return "\n".join(lines + ["No graded submission yet.", ""])

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.assignments import find_assignment
-from grader.report import to_markdown, write_reports
+from grader.report.formats import to_markdown, write_reports
 from grader.results import SubmissionResult
 
 __all__ = ["ALLOWED", "PullRequest", "changed_files", "classroom_result", "grade_pull_request", "inspect"]

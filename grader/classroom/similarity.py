@@ -39,8 +39,8 @@ from urllib.parse import quote
 import numpy as np
 
 from grader.assignments import find_assignment
-from grader.execute import read_notebook
 from grader.paths import ASSIGNMENTS_DIR
+from grader.run.execute import read_notebook
 
 if TYPE_CHECKING:
     from copydetect.detector import CodeFingerprint

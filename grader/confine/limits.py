@@ -15,7 +15,7 @@ once per process (`probe_enforcement`), the first of:
    of the process tree and kills it above the limits (a sandboxed tree is one PID namespace, so
    it cannot leave the tree; an unconfined one can, by ``setsid``).
 
-In every case `grader.launch` sets rlimits in the new process before it runs anything (CPU seconds,
+In every case `grader.confine.launch` sets rlimits in the new process before it runs anything (CPU seconds,
 largest file, no core dumps), and the box's thread polls the size of the writable folders. The
 report names the mechanism that was in force (`Enforcement.describe`).
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -362,7 +362,7 @@ class ProcessBox:
             raise RuntimeError(f"could not set up {kind} limits: {error}") from error
 
     def command(self, argv: list[str], env: dict[str, str]) -> list[str]:
-        """``argv`` run through `grader.launch` (limits joined, rlimits set, exactly ``env``)."""
+        """``argv`` run through `grader.confine.launch` (limits joined, rlimits set, exactly ``env``)."""
         launch = [sys.executable, "-I", "-S", str(LAUNCHER)]
         for group in self._groups:
             launch += ["--join", str(group / "cgroup.procs")]

@@ -1,10 +1,10 @@
 """Run one of the grader's verification workers in a fresh confined process.
 
-A worker (``grader/workers/*.py``) is a standalone script: it reads a request, computes on
+A worker (``grader/evidence/workers/*.py``) is a standalone script: it reads a request, computes on
 something the student made (a saved model, convolution functions re-created from the notebook)
 and writes its answers. It runs with the same confinement as a notebook's kernel
-(`grader.sandbox`: no network, only the Python environment, ``src/`` and the files named in the
-request) and within a `grader.limits.ProcessBox` (memory, processes, CPU time). Whatever happens
+(`grader.confine.sandbox`: no network, only the Python environment, ``src/`` and the files named in the
+request) and within a `grader.confine.limits.ProcessBox` (memory, processes, CPU time). Whatever happens
 in it, a hang, a crash, a memory blow-up, the grader's own process is untouched.
 
 Two shapes:
@@ -16,8 +16,8 @@ Two shapes:
   a CPU budget the grader measures from outside. A runner that overran a budget, or that the
   grader cannot trust any more, is killed and never asked again: the caller starts a fresh one.
 
-Budgets count CPU seconds of the whole box (`grader.limits.ProcessBox.cpu_seconds`); the wall
-clock only backs them up (`grader.limits.WALL_FACTOR` times larger), for a process that waits.
+Budgets count CPU seconds of the whole box (`grader.confine.limits.ProcessBox.cpu_seconds`); the wall
+clock only backs them up (`grader.confine.limits.WALL_FACTOR` times larger), for a process that waits.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
+from grader.confine.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
+from grader.confine.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
 from grader.paths import KIT_ROOT
 from grader.results import SandboxInfo
-from grader.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
 
 __all__ = ["Runner", "RunnerReply", "WorkerResult", "run_worker"]
 

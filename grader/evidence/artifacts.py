@@ -2,7 +2,7 @@
 
 Metrics are never taken from what a notebook printed. A saved model (a ``torch.export`` archive,
 `src.export`) is copied out of the scratch folder (a link or anything but a plain file is
-refused) and verified by `grader.workers.model_worker` in a fresh confined process with a time
+refused) and verified by `grader.evidence.workers.model_worker` in a fresh confined process with a time
 and memory limit: the graph is refused before anything runs if it calls an operation outside
 `src.export.ALLOWED_OPS`, or if it holds more than a little data beside its weights (a lookup
 table of the public test set, say); then it is evaluated on the grader's copy of the Fashion-MNIST
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.confined import run_worker
-from grader.limits import Limits
+from grader.confine.limits import Limits
+from grader.confine.worker import run_worker
 from grader.paths import MODEL_WORKER
 from grader.results import SandboxInfo
 
@@ -47,7 +47,7 @@ class ModelEvidence:
         state_shapes: every tensor of the file's state, by name.
         convolutions: the model part's convolutions (module, weight shape).
         preprocess_ops: ATen operations of the preprocessing part.
-        transfer: for the transfer task, see `grader.workers.model_worker._grader_network`.
+        transfer: for the transfer task, see `grader.evidence.workers.model_worker._grader_network`.
         digests: `src.export.weights_digest` of each of the model's tensors, keys without the
             ``model.`` prefix (compared with the notebook's ``model`` and its Trainers' models).
         holdings: bytes of parameters and of other tensors (`model_worker._holdings`).

@@ -10,8 +10,8 @@ channels, output channels, kernel shape, stride, padding), so a bug that shows o
 stride 2 or only for several input channels is named as such.
 
 The student's functions are not called in the student's kernel: `verify_convolutions` re-creates
-them from the notebook's source (`grader.recreate`) and calls them in a fresh confined process
-(`grader.workers.conv_worker`) where no library convolution exists and no thread or process can
+them from the notebook's source (`grader.evidence.recreate`) and calls them in a fresh confined process
+(`grader.evidence.workers.conv_worker`) where no library convolution exists and no thread or process can
 be started. The cases are sent one at a time, the public ones first; each call has a CPU budget
 the grader measures from outside, and a runner that overran one is never used again (the case is
 tried once more in a fresh one before it counts as "did not return"). The outputs are compared
@@ -59,7 +59,7 @@ __all__ = [
 PUBLIC_SEED = 20240901
 HIDDEN_SEED_ENV = "GRADER_HIDDEN_SEED"
 
-# CPU-second budgets, measured by the grader from outside the runner (`grader.confined.Runner`).
+# CPU-second budgets, measured by the grader from outside the runner (`grader.confine.worker.Runner`).
 START_CPU_S = 120.0  # the runner's start: Python, torch, the warm-up
 LOAD_CPU_S = 60.0  # the notebook's definitions (module-level code)
 CALL_CPU_S = 10.0  # one call on one case; the reference solutions need milliseconds
@@ -428,9 +428,9 @@ def _start_runner(module: Path, *, sandbox: Any, limits: Any) -> tuple[Any, dict
         ``"grader: ..."`` for the grading machine's fault, else the definitions' (they did not
         finish loading).
     """
-    from grader.confined import Runner
+    from grader.confine.sandbox import installed_paths
+    from grader.confine.worker import Runner
     from grader.paths import CONV_WORKER
-    from grader.sandbox import installed_paths
 
     runner = Runner(
         CONV_WORKER, {"masked_modules": list(MASKED_MODULES), "blocked_message": BLOCKED_MESSAGE}, name="conv", limits=limits, sandbox=sandbox,
@@ -474,7 +474,7 @@ def verify_convolutions(
         cases: function name -> its cases.
         specs: the functions.
         sandbox: `grader.results.SandboxInfo` for the runner.
-        limits: `grader.limits.Limits` (memory, processes) for the runner.
+        limits: `grader.confine.limits.Limits` (memory, processes) for the runner.
 
     Returns:
         One `ConvAnswer` per spec. A call that overruns its CPU budget, or stops its runner, is
@@ -483,7 +483,7 @@ def verify_convolutions(
     """
     import torch
 
-    from grader.recreate import recreate
+    from grader.evidence.recreate import recreate
 
     made = recreate(notebook, ran, [spec.name for spec in specs])
     answers = {

@@ -1,7 +1,7 @@
 """The figures a training notebook shows, checked by what they show, not by the words near them.
 
 Each matplotlib figure a notebook displays carries its description next to its PNG
-(`grader.kernel_side.describe_figure`: per axes the lines' data, the images' pixels, the titles
+(`grader.run.kernel_side.describe_figure`: per axes the lines' data, the images' pixels, the titles
 and texts). The checks compare those with what the grader knows on its own:
 
 * the loss plot: a line with one point per trained epoch whose values are the loss in a
@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from grader.kernel_side import FIGURE_MIME
+from grader.run.kernel_side import FIGURE_MIME
 
 __all__ = ["MIN_IMAGES", "Shown", "confusion_verdict", "grid_verdict", "loss_verdict", "shown_figures", "unreadable"]
 
@@ -101,7 +101,7 @@ def _grid(data: Any, side: int, budget: list[int]) -> list[list[Any]] | None:
 
 
 def bounded(description: dict[str, Any], budget: list[int] | None = None) -> dict[str, Any]:
-    """A figure's description (`grader.kernel_side.describe_figure`) with only what an honest one
+    """A figure's description (`grader.run.kernel_side.describe_figure`) with only what an honest one
     holds: well-typed fields, at most `MAX_AXES` axes of `MAX_LINES` lines of `MAX_POINTS` points,
     `MAX_IMAGES` images of `MAX_SIDE` x `MAX_SIDE` pixels, meshes of `MAX_MESH` values, and
     ``budget`` numbers in all (shared by a notebook's figures). The rest is dropped: reading it

@@ -2,7 +2,7 @@
 
 The convolution checks do not call the student's kernel (code there can forge any answer):
 they take the functions' definitions from the executed notebook and run them in a fresh confined
-process (`grader.workers.conv_worker`). This module builds that process's source: for each
+process (`grader.evidence.workers.conv_worker`). This module builds that process's source: for each
 function, its last top-level definition among the cells that ran, then, by the names it uses,
 the top-level definitions of those names (functions, classes, assignments, imports) that Python
 would use: for a name read inside a function body, the last one in the notebook; for a name read

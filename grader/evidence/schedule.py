@@ -61,7 +61,7 @@ def replay(facts: dict[str, Any], steps: int) -> list[float]:
 
 
 def scheduler_verdict(facts: dict[str, Any], name: str) -> tuple[bool, str]:
-    """Whether ``facts`` (`grader.kernel_side.scheduler_facts`) show a warmup then step decay that
+    """Whether ``facts`` (`grader.run.kernel_side.scheduler_facts`) show a warmup then step decay that
     the Trainer used; the message says what was found or what to fix."""
     parts = facts.get("parts") or []
     kinds = [str(p.get("type", "")).rsplit(".", 1)[-1] for p in parts]

@@ -2,8 +2,8 @@
 
 The loss plot, the schedule and the training history count only for the `src.engine.Trainer`
 whose model *is* the saved model and which trained it. The kernel describes its Trainers
-(`grader.kernel_side.training_facts`: claims, forgeable); the grader ties them to the file it
-verified itself (`grader.artifacts.ModelEvidence`):
+(`grader.run.kernel_side.training_facts`: claims, forgeable); the grader ties them to the file it
+verified itself (`grader.evidence.artifacts.ModelEvidence`):
 
 1. **Same weights.** The digests of the parameters the Trainer trains (``requires_grad``) equal
    the file's tensors under one prefix: the whole model for Task 1, the head (``fc.``) for Task 2.
@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from grader.artifacts import ModelEvidence
+from grader.evidence.artifacts import ModelEvidence
 
 __all__ = ["Tie", "LOSS_TOLERANCE", "ACC_TOLERANCE", "tie_trainers"]
 
@@ -130,7 +130,7 @@ def _trained_consistently(trainer: dict[str, Any]) -> str:
 
 
 def tie_trainers(trainers: list[dict[str, Any]], evidence: ModelEvidence, artifact: str, *, whole: bool) -> Tie:
-    """Which of ``trainers`` (`grader.kernel_side.training_facts`, in order) trained the file.
+    """Which of ``trainers`` (`grader.run.kernel_side.training_facts`, in order) trained the file.
 
     Args:
         trainers: the kernel's description of each Trainer.

@@ -27,12 +27,11 @@ import subprocess
 from pathlib import Path
 
 from grader.paths import HIDDEN_SEED_FILE, KIT_ROOT, SOLUTIONS_DIR, STUDENT_DIR
-from grader.release import BEGIN_SOLUTION, release
+from grader.release.templates import BEGIN_SOLUTION, release
 
 __all__ = ["MARKER", "SHIPPED", "ReleaseError", "leaks", "write_student_repo"]
 
 SHIPPED = ["src", "grader", "pyproject.toml", "noxfile.py", "data/README.md", ".gitignore"]
-STUDENT_FILES = STUDENT_DIR
 MARKER = ".kit-release.json"
 _SKIPPED = ["__pycache__", "*.pyc", "*.egg-info", HIDDEN_SEED_FILE.name, ".ipynb_checkpoints"]
 
@@ -104,7 +103,7 @@ def write_student_repo(target: Path, *, solutions_dir: Path = SOLUTIONS_DIR) -> 
     Raises:
         ReleaseError: ``target`` holds something else, or the written tree would leak a solution
             or the seed (it is then removed again).
-        MarkerError: a solution notebook's markers are malformed (see `grader.release`).
+        MarkerError: a solution notebook's markers are malformed (see `grader.release.templates`).
     """
     target, root = Path(target).resolve(), KIT_ROOT.resolve()
     if (target == root or root in target.parents) and target.relative_to(root).parts[:1] != ("out",):
@@ -116,9 +115,9 @@ def write_student_repo(target: Path, *, solutions_dir: Path = SOLUTIONS_DIR) -> 
         source = KIT_ROOT / name
         if source.exists():
             _copy(source, target / name)
-    for source in sorted(STUDENT_FILES.rglob("*")):
+    for source in sorted(STUDENT_DIR.rglob("*")):
         if source.is_file():
-            _copy(source, target / source.relative_to(STUDENT_FILES))
+            _copy(source, target / source.relative_to(STUDENT_DIR))
     release(solutions_dir=solutions_dir, assignments_dir=target / "assignments")
     problems = leaks(target, solutions_dir)
     if problems:

@@ -35,14 +35,13 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from grader.paths import ASSIGNMENTS_DIR, KIT_ROOT, SOLUTIONS_DIR
+from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
 
 __all__ = [
     "ANSWER_PLACEHOLDER",
     "BEGIN_SOLUTION",
     "END_SOLUTION",
     "PLACEHOLDER",
-    "REPO_ROOT",
     "SOLUTION_TAG",
     "MarkerError",
     "ReleaseResult",
@@ -60,7 +59,6 @@ SOLUTION_TAG = "solution"
 PLACEHOLDER = "<YOUR CODE>"
 ANSWER_PLACEHOLDER = "<YOUR ANSWER>"
 
-REPO_ROOT = KIT_ROOT
 
 # Notebook-format version the templates are written in (nbformat's current one).
 _NBFORMAT_VERSION = 4

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from grader.manual import ManualState, key, states
+from grader.report.manual import ManualState, key, states
 from grader.results import CheckResult, NotebookResult, SubmissionResult, to_dict
 
 __all__ = [
@@ -67,7 +67,7 @@ def _weights_line(result: SubmissionResult) -> str | None:
     return f"ResNet-18 weights: {kind}, sha256 `{info.get('sha256')}`"
 
 
-Manual = dict[str, ManualState]  # question key -> state (`grader.manual.states`)
+Manual = dict[str, ManualState]  # question key -> state (`grader.report.manual.states`)
 
 
 def _notebook_markdown(notebook: NotebookResult, manual: Manual) -> list[str]:
@@ -113,7 +113,7 @@ def to_markdown(result: SubmissionResult, manual: Manual | None = None) -> str:
 
     Args:
         result: the graded submission.
-        manual: the written answers' manual points (`grader.manual.states`); default: computed
+        manual: the written answers' manual points (`grader.report.manual.states`); default: computed
             from the result alone (every answer still to be read).
     """
     manual = states(to_dict(result), {}) if manual is None else manual
@@ -191,7 +191,7 @@ GRADEBOOK_FIELDS = [
 
 def gradebook_row(result: SubmissionResult | dict[str, Any], store: dict[str, Any] | None = None) -> dict[str, str]:
     """One CSV row: the submission, automatic points per notebook and in total, manual points
-    (`grader.manual`), the two together, status, time taken.
+    (`grader.report.manual`), the two together, status, time taken.
 
     Args:
         result: a graded submission, or its ``result.json`` (as `to_json` wrote it).
@@ -277,7 +277,7 @@ def write_reports(
         result: the graded submission.
         out_dir: the submission's report folder (executed notebooks go there too).
         gradebook: CSV to update; None means ``out_dir.parent / "gradebook.csv"``; False, none
-            (`grader.batch` rebuilds its gradebook from the ``result.json`` files).
+            (`grader.classroom.batch` rebuilds its gradebook from the ``result.json`` files).
         extra: more top-level keys for ``result.json`` (a batch records what it graded).
         store: the recorded manual points (``OUT/manual.json``), shown in ``report.md``.
 

@@ -262,7 +262,7 @@ def _rows(reader: csv.DictReader, path: Path):
 
 def record(out: Path, scores: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Add ``scores`` to ``OUT/manual.json`` (atomically) and return the whole store."""
-    from grader.report import atomic_write
+    from grader.report.formats import atomic_write
 
     store = load_store(out)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -308,8 +308,8 @@ def apply(out: Path, answers: Path | None = None) -> dict[str, int]:
         FileNotFoundError: no graded submission in ``out``, or no answers file.
         ManualError: bad rows (nothing is recorded then).
     """
-    from grader.batch import rebuild_summaries, results_in
-    from grader.report import atomic_write, to_markdown
+    from grader.classroom.batch import rebuild_summaries, results_in
+    from grader.report.formats import atomic_write, to_markdown
     from grader.results import from_dict
 
     out = Path(out)

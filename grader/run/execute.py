@@ -1,7 +1,7 @@
 """Run stage: execute a student's notebook top to bottom in a fresh kernel, within limits.
 
 What nbclient gives (outputs captured into the notebook, a per-cell timeout) is extended with
-what grading needs; the kernel itself (confinement, limits, seeds) is `grader.kernel`.
+what grading needs; the kernel itself (confinement, limits, seeds) is `grader.run.kernel`.
 
 * a submission's files are data: only the assignment notebooks are copied into the scratch
   folder, and a symbolic link is never followed (it is reported as such);
@@ -9,7 +9,7 @@ what grading needs; the kernel itself (confinement, limits, seeds) is `grader.ke
 * outputs are cleared first;
 * a whole-notebook CPU budget on top of the per-cell one: each cell gets
   ``min(cell_timeout, CPU seconds left)``, counted in CPU time so that a busy machine makes a
-  run slower, never different (`grader.kernel.KernelSession.run_cells`);
+  run slower, never different (`grader.run.kernel.KernelSession.run_cells`);
 * an error in a cell is recorded and the run goes on, as "Run all" with errors allowed would:
   a later, independent cell still defines what it defines;
 * a cell that hangs is interrupted and the run goes on; a kernel that dies (or is killed for
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.kernel import KernelSession, Limits, clear_outputs
+from grader.confine.sandbox import sandbox_info
 from grader.results import ExecutionResult, RunFailure
-from grader.sandbox import sandbox_info
+from grader.run.kernel import KernelSession, Limits, clear_outputs
 
 __all__ = ["MAX_NOTEBOOK_BYTES", "RESAVE_ADVICE", "Limits", "NotebookRun", "copy_notebook", "execute_notebook", "read_notebook"]
 
@@ -83,7 +83,7 @@ def read_notebook(path: Path) -> tuple[Any | None, RunFailure | None, list[str]]
         missing, a link, empty, truncated, not JSON or not a notebook. A notebook that fails
         nbformat's schema validation but has cells is still returned, with a warning.
     """
-    import nbformat  # here: its import overlaps the kernel's start-up (see grader.kernel)
+    import nbformat  # here: its import overlaps the kernel's start-up (see grader.run.kernel)
 
     path = Path(path)
     problem = _not_a_plain_file(path)

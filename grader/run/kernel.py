@@ -4,12 +4,12 @@ A `KernelSession` holds everything a kernel needs and leaves nothing behind:
 
 * a private runtime folder (mode 0700, one per kernel): its connection file and ZeroMQ sockets,
   the start-up file, the probes' exchange files. Confined, the kernel sees this folder and its
-  scratch folder, nothing of another kernel (`grader.sandbox`);
+  scratch folder, nothing of another kernel (`grader.confine.sandbox`);
 * a cleared environment: variables the grader sets itself (paths, locale, threads, seeds),
   never the grader's own (`kernel_env`);
-* a `grader.limits.ProcessBox`: memory, processes, CPU time, disk, enforced by the operating
+* a `grader.confine.limits.ProcessBox`: memory, processes, CPU time, disk, enforced by the operating
   system where it can; when the session closes, every process the kernel started is killed;
-* seeds and figure capture before the first cell (`grader.kernel_side.setup`);
+* seeds and figure capture before the first cell (`grader.run.kernel_side.setup`);
 * bounded output: at most ``Limits.output_mib`` for the whole notebook, a third of it per cell,
   and the kernel process's own stdout and stderr kept as a short tail.
 
@@ -41,11 +41,11 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import ensure_event_loop, run_sync
 
-from grader import kernel_side
-from grader.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
+from grader.confine.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
+from grader.confine.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
 from grader.paths import KERNEL_SIDE, KIT_ROOT
 from grader.results import CellRun, RunFailure, SandboxInfo
-from grader.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
+from grader.run import kernel_side
 
 if TYPE_CHECKING:
     from nbclient import NotebookClient
@@ -211,7 +211,7 @@ class KernelSession:
             it may write (with its runtime folder).
         seed: seed for ``random``, ``numpy`` and ``torch``.
         limits: time, memory, processes, disk, output.
-        sandbox: whether to confine it (`grader.sandbox.sandbox_info`).
+        sandbox: whether to confine it (`grader.confine.sandbox.sandbox_info`).
         readonly: files the notebook reads that the grader prepared (data, weights), bound
             read-only at their own paths.
         env: variables naming them (``KIT_DATA_DIR``, ``KIT_RESNET18_WEIGHTS``).
@@ -491,14 +491,14 @@ class KernelSession:
     # ------------------------------------------------------------------ probing
 
     def ask(self, function: str, *, timeout: float = PROBE_TIMEOUT_S, **inputs: Any) -> ProbeAnswer:
-        """Call ``grader.kernel_side.<function>(namespace, **inputs)`` inside the kernel.
+        """Call ``grader.run.kernel_side.<function>(namespace, **inputs)`` inside the kernel.
 
         Inputs and answer cross as files in the runtime folder, written with ``torch.save`` and
         read back with ``torch.load(weights_only=True)``, which rebuilds tensors, numbers, strings
         and containers but cannot run code. Never raises for what happens in the kernel.
         """
         if function not in kernel_side.PROBES:
-            raise ValueError(f"grader.kernel_side has no probe {function!r}")
+            raise ValueError(f"grader.run.kernel_side has no probe {function!r}")
         import torch  # here, not at the top: a notebook without probes grades without torch
 
         number = next(self._probes)

@@ -1,7 +1,7 @@
 """What the grader runs inside a student's kernel: seeding, figure capture, and the probes.
 
 The grader copies this file into the kernel's private runtime folder and the kernel loads it by
-path at start-up (`grader.kernel`), before the notebook's first cell; the ``grader`` package itself
+path at start-up (`grader.run.kernel`), before the notebook's first cell; the ``grader`` package itself
 is not visible there. Standard library at the top; numpy, torch and matplotlib are imported
 inside the functions, when the notebook has imported them anyway.
 

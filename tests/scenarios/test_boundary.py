@@ -22,8 +22,8 @@ import psutil
 import pytest
 from grader_notebooks import BATCHED_OK, FULL_OK, SIMPLEST_OK, add_file_operator, edit_saved_graph, write_notebook
 
+from grader.confine.sandbox import probe_bwrap
 from grader.paths import HIDDEN_SEED_FILE, KIT_ROOT, SOLUTIONS_DIR
-from grader.sandbox import probe_bwrap
 
 pytestmark = [
     pytest.mark.slow,
@@ -123,7 +123,7 @@ def attacker_notebooks(ctx: dict[str, str]) -> dict[str, list[str]]:
 def hidden_leaker() -> str:
     """Convolutions that are right on the visible cases (public: an attacker can compute them) and,
     on the hidden ones only, spell their inputs into an exception text or a returned shape."""
-    from grader.convolution import BATCHED, FULL, cases_for
+    from grader.evidence.convolution import BATCHED, FULL, cases_for
 
     visible = sorted({round(float(case.x.flatten()[0]), 5) for spec in (BATCHED, FULL) for case in cases_for(spec, None)})
     return (
@@ -186,8 +186,8 @@ def attacked(tmp_path_factory):
     server.setblocking(False)
 
     # Another student's kernel, confined, running while the attackers run.
-    from grader.kernel import KernelSession
-    from grader.sandbox import sandbox_info
+    from grader.confine.sandbox import sandbox_info
+    from grader.run.kernel import KernelSession
 
     other = KernelSession(workdir=root / "other" / "work", sandbox=sandbox_info(True))
     other.start()

@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from grader_notebooks import write_notebook
 
 from grader.cli import EXIT_BELOW, EXIT_GRADER, EXIT_OK, EXIT_USAGE, main
+from grader.paths import KIT_ROOT
 
 LIMITS = ["--cell-timeout", "20", "--timeout", "60"]
 
@@ -52,9 +52,9 @@ def test_usage_errors(tmp_path, capsys):
 
 def test_grading_student_work_fails_closed_without_confinement(tmp_path, monkeypatch, capsys):
     """No bubblewrap: grade (and pr) stop with the fix; --no-sandbox grades, and every report says so."""
-    import grader.sandbox
+    import grader.confine.sandbox
 
-    monkeypatch.setattr(grader.sandbox, "probe_bwrap", lambda: "bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(grader.confine.sandbox, "probe_bwrap", lambda: "bubblewrap (bwrap) is not installed")
     path = write_notebook(tmp_path / "nb.ipynb", "x = 1")
     for flags in ([], ["--require-sandbox"]):
         assert main(["grade", str(path), *flags, "--out", str(tmp_path / "out")]) == EXIT_GRADER
@@ -72,7 +72,7 @@ def read_gradebook_row(out):
 
 
 def test_a_class_needs_a_hidden_seed_and_one_submission_says_where_its_came_from(tmp_path, monkeypatch, capsys):
-    from grader import convolution
+    from grader.evidence import convolution
 
     monkeypatch.delenv(convolution.HIDDEN_SEED_ENV, raising=False)
     monkeypatch.setattr(convolution, "HIDDEN_SEED_FILE", tmp_path / "no-seed.txt")
@@ -115,7 +115,7 @@ def test_pytest_front_end_gives_one_test_per_check_and_junit(tmp_path):
         text=True,
         timeout=300,
         check=False,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=KIT_ROOT,
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "test_check[bad-runs]" in done.stdout and "ZeroDivisionError" in done.stdout

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from grader.paths import ASSIGNMENTS_DIR
-from grader.student_repo import write_student_repo
+from grader.release.student_repo import write_student_repo
 
 NOTEBOOKS = ["01_convolution.ipynb", "02_cnn_fashion_mnist.ipynb", "03_transfer_resnet18.ipynb"]
 

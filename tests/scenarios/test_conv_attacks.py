@@ -176,7 +176,7 @@ def test_hidden_inputs_do_not_reach_any_report(graded):
     """The function raises with the inputs in its type name and text: visible cases may show the
     text (public data), a hidden case shows only its shapes and "raised an exception"."""
     results, written = graded
-    from grader.convolution import FULL, make_cases
+    from grader.evidence.convolution import FULL, make_cases
 
     check = results["attacks-2"]["conv_full"]
     assert zero(check)

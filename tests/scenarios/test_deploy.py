@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader.batch import BatchItem, parse_shard, shard
+from grader.classroom.batch import BatchItem, parse_shard, shard
 from grader.paths import KIT_ROOT
 
 SLURM = KIT_ROOT / "deploy" / "slurm" / "grade-class.sbatch"

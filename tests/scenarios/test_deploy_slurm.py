@@ -24,8 +24,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grader.confine.sandbox import probe_bwrap
 from grader.paths import KIT_ROOT, SOLUTIONS_DIR
-from grader.sandbox import probe_bwrap
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,8 +14,8 @@ import pytest
 from grader_notebooks import write_notebook
 from virtualenvs import make_virtualenv, site_packages
 
+from grader.confine.sandbox import probe_bwrap
 from grader.paths import GRADER_DIR, SRC_DIR
-from grader.sandbox import probe_bwrap
 
 pytestmark = [
     pytest.mark.slow,

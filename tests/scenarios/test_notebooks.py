@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from grader.paths import KIT_ROOT
 from src.engine import evaluate_loader
 from src.export import load_model
 
 pytestmark = pytest.mark.slow
 
-ASSIGNMENTS = Path(__file__).resolve().parents[1] / "assignments"
+ASSIGNMENTS = KIT_ROOT / "assignments"
 
 CNN_FILE = "cnn_fashion_mnist.pt2"
 RESNET_FILE = "resnet18_fashion_mnist.pt2"

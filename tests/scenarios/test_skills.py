@@ -19,41 +19,13 @@ import subprocess
 import sys
 
 import pytest
-from grader_notebooks import FULL_OK, write_notebook
+from grader_notebooks import FULL_OK, HONEST_CONVOLUTIONS, write_notebook
 
 from grader.paths import KIT_ROOT
 
 pytestmark = pytest.mark.slow
 
 # ------------------------------------------------------------------ 01: convolutions
-
-HONEST_CONVOLUTIONS = '''
-import numpy as np
-import torch
-import torch.nn.functional as F
-from numpy.lib.stride_tricks import sliding_window_view
-
-def custom_conv_2d_simplest_case(x, kernel, bias):
-    windows = sliding_window_view(x, kernel.shape)  # (H', W', KH, KW)
-    return np.einsum("ijkl,kl->ij", windows, kernel) + bias
-
-def custom_conv_2d(x, kernel, bias):
-    n, c, h, w = x.shape
-    c_out, _, kh, kw = kernel.shape
-    out = torch.zeros(n, c_out, h - kh + 1, w - kw + 1)
-    for u in range(kh):            # other loop order: over the kernel, not the output
-        for v in range(kw):
-            patch = x[:, :, u:u + h - kh + 1, v:v + w - kw + 1]  # (N, C, H', W')
-            out += torch.einsum("nchw,oc->nohw", patch, kernel[:, :, u, v])
-    return out + bias[None, :, None, None]
-
-def custom_conv_2d_full(x, kernel, bias, stride=1, padding=0):
-    n, c, h, w = x.shape
-    c_out, _, kh, kw = kernel.shape
-    x = F.pad(x, (padding, padding, padding, padding))
-    windows = x.unfold(2, kh, stride).unfold(3, kw, stride)  # (N, C, H', W', KH, KW)
-    return torch.einsum("nchwij,ocij->nohw", windows, kernel) + bias[None, :, None, None]
-'''
 
 LIBRARY_CONVOLUTIONS = '''
 import operator

@@ -9,22 +9,21 @@ stage and sandbox included), with the template next to it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from grader.assignments import CNN, CONVOLUTION, TRANSFER
 from grader.cli import EXIT_OK, main
-from grader.execute import NotebookRun
 from grader.grade import grade_notebook_run
+from grader.paths import KIT_ROOT
+from grader.run.execute import NotebookRun
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def needs(name: str):
-    return pytest.mark.skipif(not (REPO / "solutions" / name).is_file(), reason=f"solutions/{name} not written yet")
+    return pytest.mark.skipif(not (KIT_ROOT / "solutions" / name).is_file(), reason=f"solutions/{name} not written yet")
 
 
 def grade_conftest_run(run, assignment, tmp_path, hidden_seed=2024):
@@ -59,7 +58,7 @@ def test_reference_cnn_gets_full_points(cnn_run, tmp_path):
 @pytest.fixture
 def grader_weights(standin_weights, monkeypatch):
     """The grader's own process compares with the same stand-in the notebook kernel loaded."""
-    from grader.artifacts import grading_weights
+    from grader.evidence.artifacts import grading_weights
     from src.models import WEIGHTS_ENV
 
     monkeypatch.setenv(WEIGHTS_ENV, str(standin_weights))
@@ -77,7 +76,7 @@ def test_reference_transfer_gets_full_points(transfer_run, grader_weights, tmp_p
 
 @needs("01_convolution.ipynb")
 def test_command_line_grades_the_solution_and_the_template(tmp_path, capsys):
-    paths = [str(REPO / "solutions" / "01_convolution.ipynb"), str(REPO / "assignments" / "01_convolution.ipynb")]
+    paths = [str(KIT_ROOT / "solutions" / "01_convolution.ipynb"), str(KIT_ROOT / "assignments" / "01_convolution.ipynb")]
     assert main(["grade", *paths, "--out", str(tmp_path), "--hidden-seed", "1"]) == EXIT_OK
     solution = json.loads((tmp_path / "solutions-01_convolution" / "result.json").read_text())
     template = json.loads((tmp_path / "assignments-01_convolution" / "result.json").read_text())

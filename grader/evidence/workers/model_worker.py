@@ -2,7 +2,7 @@
 
     python -I model_worker.py REQUEST.json
 
-Run by `grader.artifacts` through `grader.confined` (never imported by the grader). The request
+Run by `grader.evidence.artifacts` through `grader.confine.worker` (never imported by the grader). The request
 names the model file (a copy in this worker's folder), the Fashion-MNIST folder (checked against
 its published checksums by the grader before), the kind of task (``cnn`` or ``transfer``), for ``transfer`` the pretrained ResNet-18 weights, and for ``cnn`` the validation
 images of the notebook's Trainers (indices into the grader's own copy of a split). Loading goes

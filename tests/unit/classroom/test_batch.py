@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from grader_notebooks import FAST, SIMPLEST_OK, write_notebook
 
-from grader.limits import threads_per_process
-from grader.batch import (
+from grader.classroom.batch import (
     discover,
     fingerprint,
     grading_context,
@@ -32,13 +31,13 @@ from grader.batch import (
     shard,
 )
 from grader.cli import EXIT_USAGE, main
+from grader.confine.limits import Limits, threads_per_process
+from grader.confine.sandbox import sandbox_info
 from grader.grade import GradeOptions
-from grader.limits import Limits
-from grader.report import write_reports
+from grader.paths import KIT_ROOT
+from grader.report.formats import write_reports
 from grader.results import CheckResult, NotebookResult, SubmissionResult
-from grader.sandbox import sandbox_info
 
-REPO = Path(__file__).resolve().parents[1]
 LIMIT_FLAGS = ["--cell-timeout", "20", "--timeout", "60", "--memory-limit", "4", "--hidden-seed", "7"]
 SIMPLEST_WRONG = SIMPLEST_OK.replace("return out + bias", "return out - bias")
 
@@ -89,7 +88,7 @@ def test_shards_are_disjoint_balanced_and_cover_the_class(tmp_path):
 )
 def test_kernels_share_the_cores_and_never_exceed_omp_num_threads(monkeypatch, cores, jobs, omp, expected):
     """A Slurm task or a pod may see every core of its node: its OMP_NUM_THREADS is the cap."""
-    monkeypatch.setattr("grader.limits.usable_cores", lambda: cores)
+    monkeypatch.setattr("grader.confine.limits.usable_cores", lambda: cores)
     if omp is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
@@ -189,7 +188,7 @@ def test_killed_batch_resumes_without_grading_twice_or_losing_anything(tmp_path)
     command += LIMIT_FLAGS + ["--no-progress"]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     process = subprocess.Popen(
-        command, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command, env=env, cwd=KIT_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     deadline = time.monotonic() + 300
     while len(list(out.glob("*/result.json"))) < 3:
@@ -201,7 +200,7 @@ def test_killed_batch_resumes_without_grading_twice_or_losing_anything(tmp_path)
     before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
     assert 3 <= len(before) < 7, before
 
-    again = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, env=env, cwd=KIT_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(before)} of 7 already graded" in again.stderr
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}

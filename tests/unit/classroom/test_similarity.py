@@ -1,4 +1,4 @@
-"""Similar code across a class (`grader.similarity`): near copies are listed, honest solutions and
+"""Similar code across a class (`grader.classroom.similarity`): near copies are listed, honest solutions and
 untouched templates are not, and it stays a note for the instructor.
 
 The classes are report folders built directly (what `grade` leaves in OUT: each submission's
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from grader_notebooks import BATCHED_OK, FULL_OK, SIMPLEST_OK, write_notebook
-from test_grader_skills import HONEST_CONVOLUTIONS
+from grader_notebooks import BATCHED_OK, FULL_OK, HONEST_CONVOLUTIONS, SIMPLEST_OK, write_notebook
 from similarity_notebooks import (
     CONVOLUTION,
     EINSUM,
@@ -39,11 +38,10 @@ from similarity_notebooks import (
     write_graded,
 )
 
-from grader import similarity
-from grader.batch import rebuild_summaries
+from grader.classroom import similarity
+from grader.classroom.batch import rebuild_summaries
 from grader.cli import EXIT_OK, EXIT_USAGE, main
-
-REPO = Path(__file__).resolve().parents[1]
+from grader.paths import KIT_ROOT
 
 
 def bodies(source: str) -> dict[str, str]:
@@ -319,7 +317,7 @@ def test_grade_of_a_class_adds_the_section_to_the_overview(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "grader", "grade", str(class_dir), "--out", str(out), "--jobs", "1"]
     command += ["--no-progress", "--cell-timeout", "20", "--timeout", "60", "--memory-limit", "4", "--hidden-seed", "7"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=KIT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "similarity: 1 pair(s) at or above 70%" in done.stderr
     assert "| 01_convolution.ipynb | alice | bob | 100% | 100% |" in overview(out)

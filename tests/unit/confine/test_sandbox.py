@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.execute import copy_notebook, execute_notebook
-from grader.kernel import KernelSession, kernel_env
-from grader.limits import Limits, ProcessBox, probe_enforcement
+from grader.confine.limits import Limits, ProcessBox, probe_enforcement
+from grader.confine.sandbox import Mounts, bwrap_argv, probe_bwrap, python_paths, sandbox_info
 from grader.paths import KIT_ROOT, SRC_DIR
-from grader.sandbox import Mounts, bwrap_argv, probe_bwrap, python_paths, sandbox_info
+from grader.run.execute import copy_notebook, execute_notebook
+from grader.run.kernel import KernelSession, kernel_env
 
 needs_bwrap = pytest.mark.skipif(probe_bwrap() is not None, reason=f"bubblewrap unusable here: {probe_bwrap()}")
 
@@ -79,7 +79,7 @@ def test_unsandboxed_run_says_so(tmp_path):
 
 
 def test_missing_bubblewrap_is_explained(monkeypatch):
-    from grader import sandbox
+    from grader.confine import sandbox
 
     sandbox.probe_bwrap.cache_clear()
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
@@ -103,7 +103,7 @@ def test_limits_say_which_mechanism_is_in_force():
 def test_disk_and_processes_are_bounded_by_either_mechanism(tmp_path, monkeypatch, mechanism):
     """The operating system's mechanism where the machine has one, the watchdog where not."""
     if mechanism == "watchdog":
-        from grader import limits
+        from grader.confine import limits
 
         monkeypatch.setenv(limits.ENFORCEMENT_ENV, "watchdog")
         limits.probe_enforcement.cache_clear()
@@ -125,7 +125,7 @@ def test_disk_and_processes_are_bounded_by_either_mechanism(tmp_path, monkeypatc
         box.close()
     finally:
         if mechanism == "watchdog":
-            from grader import limits
+            from grader.confine import limits
 
             monkeypatch.undo()
             limits.probe_enforcement.cache_clear()

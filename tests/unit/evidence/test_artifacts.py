@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from grader_notebooks import write_notebook
 
+from grader.confine.limits import Limits
 from grader.grade import GradeOptions, grade_submission
-from grader.limits import Limits
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ save_model(model, "resnet18_fashion_mnist.pt2", preprocess=ImageNetInput())
 
 @pytest.fixture
 def standin_weights(tmp_path, monkeypatch):
-    from grader.artifacts import grading_weights
+    from grader.evidence.artifacts import grading_weights
     from src.models import WEIGHTS_ENV, make_standin_weights
 
     path = tmp_path / "weights" / "resnet18-standin.pth"

@@ -1,5 +1,5 @@
 """Figures judged by what they show: real matplotlib figures, described as a kernel describes
-them (`grader.kernel_side.describe_figure`), against the grader's own numbers."""
+them (`grader.run.kernel_side.describe_figure`), against the grader's own numbers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from grader import figures
-from grader.kernel_side import FIGURE_MIME, describe_figure
+from grader.evidence import figures
+from grader.run.kernel_side import FIGURE_MIME, describe_figure
 
 
 def notebook_of(*shown) -> nbformat.NotebookNode:
@@ -94,7 +94,6 @@ class TinyTest:
 
     def __init__(self) -> None:
         import torch
-
         import torch.nn.functional as F
 
         coarse = torch.rand(6, 1, 7, 7, generator=torch.Generator().manual_seed(0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import nbformat
 
-from grader.recreate import recreate
+from grader.evidence.recreate import recreate
 
 
 def notebook(*cells: str) -> nbformat.NotebookNode:

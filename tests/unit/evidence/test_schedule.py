@@ -1,5 +1,5 @@
 """The warmup + MultiStepLR check, by behaviour: real schedulers and a real (tiny) Trainer, read
-the way the kernel reads them (`grader.kernel_side.scheduler_facts`), replayed by the grader."""
+the way the kernel reads them (`grader.run.kernel_side.scheduler_facts`), replayed by the grader."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch import nn
 from torch.optim.lr_scheduler import ChainedScheduler, MultiStepLR, SequentialLR
 from torch.utils.data import TensorDataset
 
-from grader.kernel_side import scheduler_facts
-from grader.schedule import scheduler_verdict
+from grader.evidence.schedule import scheduler_verdict
+from grader.run.kernel_side import scheduler_facts
 from src.engine import Trainer
 from src.optim import WarmupScheduler
 

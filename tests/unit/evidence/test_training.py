@@ -1,4 +1,4 @@
-"""Which Trainer trained the saved file (`grader.training`), on described Trainers and a described
+"""Which Trainer trained the saved file (`grader.evidence.training`), on described Trainers and a described
 file: no kernel, no worker."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from grader.artifacts import ModelEvidence
-from grader.kernel_side import _digest
-from grader.training import tie_trainers
+from grader.evidence.artifacts import ModelEvidence
+from grader.evidence.training import tie_trainers
+from grader.run.kernel_side import _digest
 from src.export import weights_digest
 
 WEIGHT, BIAS = torch.rand(10, 512), torch.rand(10)

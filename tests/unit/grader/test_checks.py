@@ -4,7 +4,6 @@ parsing, the written answer, where a missing name should have come from."""
 from __future__ import annotations
 
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import nbformat
@@ -12,10 +11,10 @@ import pytest
 import torch
 
 from grader import checks
-from grader import convolution as conv
-from grader.artifacts import printed_metrics
 from grader.assignments import ASSIGNMENTS, find_assignment
-from grader.convolution import BATCHED, FULL, SIMPLEST
+from grader.evidence import convolution as conv
+from grader.evidence.artifacts import printed_metrics
+from grader.evidence.convolution import BATCHED, FULL, SIMPLEST
 from grader.results import CellRun, ExecutionResult, RunFailure
 
 

@@ -136,8 +136,8 @@ TINY_CNN = (
 @pytest.mark.slow
 def test_parameter_count_is_compared_with_the_saved_model(tmp_path):
     from grader.assignments import CNN
-    from grader.execute import execute_notebook
     from grader.grade import grade_notebook_run
+    from grader.run.execute import execute_notebook
 
     workdir = tmp_path / "scratch" / "work"
     workdir.mkdir(parents=True)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from grader import student_repo
-from grader.release import render_template
-from grader.student_repo import MARKER, ReleaseError, leaks, write_student_repo
+from grader.paths import KIT_ROOT
+from grader.release import student_repo
+from grader.release.student_repo import MARKER, ReleaseError, leaks, write_student_repo
+from grader.release.templates import render_template
 
-REPO = Path(__file__).resolve().parents[1]
-SOLUTIONS = REPO / "solutions"
+SOLUTIONS = KIT_ROOT / "solutions"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_student_repo_has_what_students_need_and_nothing_else(released):
 def test_hidden_seed_and_solutions_never_reach_the_student_repo(tmp_path, monkeypatch):
     kit = tmp_path / "kit"
     for name in ("src", "grader"):
-        shutil.copytree(REPO / name, kit / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(KIT_ROOT / name, kit / name, ignore=shutil.ignore_patterns("__pycache__"))
     (kit / "grader" / "hidden_seed.txt").write_text("123456789\n")
     (kit / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     monkeypatch.setattr(student_repo, "KIT_ROOT", kit)
@@ -96,7 +96,7 @@ def test_release_refuses_to_overwrite_a_folder_it_did_not_write(tmp_path):
         write_student_repo(target)
     assert (target / "thesis.tex").read_text() == "precious"
     with pytest.raises(ReleaseError, match="inside the instructor repository"):
-        write_student_repo(REPO / "student-copy")
+        write_student_repo(KIT_ROOT / "student-copy")
 
 
 def test_second_release_replaces_the_first_and_keeps_git(tmp_path):

@@ -1,4 +1,4 @@
-"""grader.release: templates generated from the solutions, markers, staleness, the CLI."""
+"""grader.release.templates: templates generated from the solutions, markers, staleness, the CLI."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from grader import release
 from grader.cli import main
+from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
+from grader.release import templates as release
 
-SOLUTIONS = release.REPO_ROOT / "solutions"
-ASSIGNMENTS = release.REPO_ROOT / "assignments"
+SOLUTIONS = SOLUTIONS_DIR
+ASSIGNMENTS = ASSIGNMENTS_DIR
 SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.report import gradebook_row, to_json, to_junit, to_markdown, update_gradebook, write_reports
+from grader.report.formats import gradebook_row, to_json, to_junit, to_markdown, update_gradebook, write_reports
 from grader.results import (
     CellRun,
     CheckResult,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader import manual
-from grader.manual import ManualError, read_answers
+from grader.report import manual
+from grader.report.manual import ManualError, read_answers
 
 HEADER = "submission,notebook,question,max_points,points,comment,status,answer,numbers,answer_sha\n"
 

@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.execute import MAX_NOTEBOOK_CELLS, MAX_NOTEBOOK_DEPTH, copy_notebook, execute_notebook, read_notebook
-from grader.limits import Limits
+from grader.confine.limits import Limits
+from grader.run.execute import MAX_NOTEBOOK_CELLS, MAX_NOTEBOOK_DEPTH, copy_notebook, execute_notebook, read_notebook
 
 
 def run(tmp_path, *cells, limits=Limits(cell_timeout=20, timeout=60, memory_gib=4), **kwargs):
@@ -136,8 +136,8 @@ def test_the_first_cell_sees_exactly_the_streams_of_the_seed_in_random_numpy_and
 
 
 def test_seeds_hold_even_when_the_kernel_drew_numbers_before_the_first_cell(tmp_path):
-    from grader.kernel import KernelSession
-    from grader.sandbox import sandbox_info
+    from grader.confine.sandbox import sandbox_info
+    from grader.run.kernel import KernelSession
 
     path = write_notebook(tmp_path / "submission" / "nb.ipynb", "import random\nprint(repr(random.random()))")
     workdir = tmp_path / "scratch" / "work"

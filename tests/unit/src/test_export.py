@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import resnet18
 
+from src import export
 from src.data import FASHION_MNIST_CLASSES, ImageNetInput
 from src.engine import evaluate_loader
-from src import export
 from src.export import InvalidSavedModelError, load_model, read_metadata, save_model
 
 
