@@ -69,8 +69,8 @@ def save_files(folder: Path) -> dict[str, Path]:
 
 def measure(path: Path, kind: str, sandbox, repeat: int) -> dict[str, float]:
     from grader.evidence.artifacts import verify_saved_model
-    from grader.confine.limits import Limits
     from grader.evidence.training import tie_trainers
+    from grader.options import Limits
 
     validation = [{"split": "train", "indices": list(range(54_000, 60_000))}] if kind == "cnn" else None
     runs: dict[str, list[float]] = {}

@@ -60,8 +60,8 @@ def time_command(paths: list[Path], out: Path, extra: list[str], *, kit: Path) -
 
 def time_kernel_start(folder: Path, sandbox: bool | None) -> float:
     """Launch-to-ready time of one confined kernel, for scale: the floor under the one-notebook figure."""
-    from grader.run.kernel import KernelSession
     from grader.confine.sandbox import sandbox_info
+    from grader.run.kernel import KernelSession
 
     started = time.perf_counter()
     session = KernelSession(workdir=folder / f"kernel{time.perf_counter_ns()}" / "work", sandbox=sandbox_info(sandbox))

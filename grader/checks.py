@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.confine.limits import Limits
 from grader.evidence import convolution as conv
 from grader.evidence import figures as shown
 from grader.evidence.artifacts import ModelEvidence, grading_weights, printed_metrics, test_set, verify_saved_model
 from grader.evidence.schedule import scheduler_verdict
 from grader.evidence.training import Tie, tie_trainers
+from grader.options import Limits
 from grader.results import SandboxInfo, Status
 from grader.run.kernel import PROBE_TIMEOUT_S, ProbeAnswer
 

@@ -1,4 +1,5 @@
-"""Command line of the grader: argument parsing only; each command calls library functions.
+"""Command line of the grader: argument parsing and printing; each command calls library functions,
+and the policies (limits, hidden seed, confinement) are `grader.options`'.
 
     python -m grader grade [PATH ...]      grade submissions (folders, class folders or notebooks);
                                            default solutions/ (assignments/ in a student repository)
@@ -28,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.confine.limits import Limits
+from grader.options import GradeOptions, Grading, Limits, OptionError, confinement, hidden_seed
 from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
 
 if TYPE_CHECKING:
@@ -260,21 +261,14 @@ def _cmd_manual(args: argparse.Namespace) -> int:
 
 
 def _cmd_pr(args: argparse.Namespace) -> int:
-    import secrets
-
     from grader.classroom.pr import GitError, grade_pull_request
-    from grader.evidence.convolution import resolve_hidden_seed
 
-    if not _sandbox_ready(args, demo=False):
+    sandbox = _confinement(args, optional=False)
+    if sandbox is _REFUSED:
         return EXIT_GRADER
-    hidden_seed, source = resolve_hidden_seed(None)
-    if hidden_seed is None:  # a secret readable by the student's own workflow would not stay secret
-        hidden_seed, source = secrets.randbelow(2**62), "a random seed for this run"
-    _log(f"hidden convolution cases: seed from {source}")
+    options = _options(args, "pull request", sandbox)
     try:
-        code, result, summary = grade_pull_request(
-            args.repo, args.base, args.head, out=args.out, options=_options(args, hidden_seed, source), log=_log
-        )
+        code, result, summary = grade_pull_request(args.repo, args.base, args.head, out=args.out, options=options, log=_log)
     except GitError as error:
         _log(f"error: {error}")
         return EXIT_USAGE
@@ -287,55 +281,51 @@ def _cmd_pr(args: argparse.Namespace) -> int:
     return code
 
 
-def _options(args: argparse.Namespace, hidden_seed: int | None, source: str = ""):
-    from grader.grade import GradeOptions
-
+def _options(args: argparse.Namespace, grading: Grading, sandbox: bool | None) -> GradeOptions:
+    """The options of this grading; the hidden-case seed as `grader.options.hidden_seed` decides
+    (`OptionError` when it cannot)."""
+    seed, source = hidden_seed(grading, getattr(args, "hidden_seed", None))
+    if grading != "self-check":
+        _log(f"hidden convolution cases: seed from {source}")
     limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory_gib=args.memory_limit)
     return GradeOptions(
         limits=limits,
         seed=args.seed,
-        hidden_seed=hidden_seed,
+        hidden_seed=seed,
         hidden_seed_source=source,
-        sandbox=args.sandbox,
+        sandbox=sandbox,
         keep_scratch=args.keep_scratch,
     )
 
 
-def _sandbox_ready(args: argparse.Namespace, *, demo: bool) -> bool:
-    """Decide confinement (``args.sandbox``): required to grade student work, optional for the
-    demo and a student's self-check. False (and says why, and the fix) when it is required here
-    and impossible."""
+_REFUSED = object()  # confinement required and impossible: the error is said, the command stops
+
+
+def _confinement(args: argparse.Namespace, *, optional: bool) -> bool | None | object:
+    """``--no-sandbox`` / ``--require-sandbox`` decided by `grader.options.confinement`; the
+    warning or the error (with its fix) printed. `_REFUSED` when grading cannot go on."""
     from grader.confine.sandbox import SANDBOX_FIX, probe_bwrap
 
-    if args.sandbox is False:
-        _log("warning: --no-sandbox: student code runs unconfined, with your rights; every report says so")
-        return True
-    problem = probe_bwrap()
-    if problem is None:
-        args.sandbox = True
-        return True
-    if args.sandbox is None and demo:
-        _log(f"warning: kernels run unconfined (the reference solutions only): {problem}")
-        return True
-    _log(f"error: grading student work needs confinement, and {problem}. {SANDBOX_FIX}")
-    return False
+    try:
+        decided = confinement(args.sandbox, optional=optional, probe=probe_bwrap, fix=SANDBOX_FIX)
+    except OptionError as error:
+        _log(f"error: {error}")
+        return _REFUSED
+    if decided.warning:
+        _log(f"warning: {decided.warning}")
+    return decided.sandbox
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-DEMO_SEED_SOURCE = "the public demo seed (no hidden seed configured)"
-
-
 def _cmd_grade(args: argparse.Namespace) -> int:
-    import secrets
-
     from grader.classroom.batch import default_jobs, discover, parse_shard, plan, run_batch, shard
-    from grader.evidence.convolution import PUBLIC_SEED, resolve_hidden_seed
 
     demo = not args.paths
-    if not _sandbox_ready(args, demo=demo):
+    sandbox = _confinement(args, optional=demo)
+    if sandbox is _REFUSED:
         return EXIT_GRADER
     paths = args.paths or [SOLUTIONS_DIR if SOLUTIONS_DIR.is_dir() else ASSIGNMENTS_DIR]
     missing = [p for p in paths if not p.exists() and not p.is_symlink()]
@@ -352,21 +342,12 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.standin_weights_if_missing is not None:
         _use_standin_if_missing(args.standin_weights_if_missing)
-    hidden_seed, source = resolve_hidden_seed(args.hidden_seed)
-    if hidden_seed is None:
-        if demo:
-            hidden_seed, source = PUBLIC_SEED + 1, DEMO_SEED_SOURCE
-        elif shard_of is not None or len(discover(paths)) > 1:
-            _log(
-                "error: grading a class needs the hidden-case seed, so that every student (and every shard) "
-                "gets the same hidden cases: pass --hidden-seed N, set $GRADER_HIDDEN_SEED, or write the "
-                "number into grader/hidden_seed.txt (never in the student repository)"
-            )
-            return EXIT_USAGE
-        else:
-            hidden_seed, source = secrets.randbelow(2**62), "a random seed for this run (no seed configured)"
-    _log(f"hidden convolution cases: seed from {source}")
-    options = _options(args, hidden_seed, source)
+    grading = "demo" if demo else "class" if shard_of is not None or len(discover(paths)) > 1 else "submission"
+    try:
+        options = _options(args, grading, sandbox)
+    except OptionError as error:
+        _log(f"error: {error}")
+        return EXIT_USAGE
     items = plan(paths, args.out, options)
     if shard_of is not None:
         total = len(items)
@@ -484,12 +465,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from grader.grade import grade_submission
     from grader.report.formats import to_markdown, write_reports
 
-    if not _sandbox_ready(args, demo=True):  # the student's own code, on the student's own machine
+    sandbox = _confinement(args, optional=True)  # the student's own code, on the student's own machine
+    if sandbox is _REFUSED:
         return EXIT_GRADER
     if not args.notebook.exists():
         _log(f"error: no such notebook: {args.notebook}")
         return EXIT_USAGE
-    result = grade_submission(args.notebook, options=_options(args, None), out_dir=args.out, log=_log)
+    result = grade_submission(args.notebook, options=_options(args, "self-check", sandbox), out_dir=args.out, log=_log)
     print(to_markdown(result))
     if args.out is not None:
         write_reports(result, args.out)

@@ -23,49 +23,19 @@ from pathlib import Path
 
 from grader.assignments import ASSIGNMENTS, GENERIC, Assignment, CheckDef, find_assignment
 from grader.checks import Context, Outcome
-from grader.confine.limits import Limits
 from grader.confine.sandbox import sandbox_info
+from grader.options import GradeOptions, Limits
 from grader.results import CheckResult, NotebookResult, SandboxInfo, SubmissionResult
 from grader.run.execute import NotebookRun, copy_notebook, execute_notebook
 from grader.run.kernel import PROBE_TIMEOUT_S, KernelSession
 
 __all__ = [
-    "GradeOptions",
     "find_notebooks",
     "grade_notebook_run",
     "grade_submission",
     "grade_submissions",
     "unique_names",
 ]
-
-
-@dataclass(frozen=True)
-class GradeOptions:
-    """How to grade.
-
-    Attributes:
-        limits: time and memory limits per notebook.
-        seed: seed for ``random`` / ``numpy`` / ``torch`` in the kernel.
-        hidden_seed: seed of the hidden convolution cases; None grades on the visible cases only
-            (the student's self-check).
-        hidden_seed_source: where the seed came from, for the report (never the seed itself).
-        sandbox: True (required: a kernel that cannot be confined is an error), False (off, said
-            in every report), None (bubblewrap when it works).
-        rerun: re-run the cells before a fatal one to grade what they define.
-        scratch_root: where scratch copies go (default: the system's temporary folder).
-        keep_scratch: leave the scratch copies (for debugging).
-        only: grade only these assignments' notebooks (by file name), None for all.
-    """
-
-    limits: Limits = field(default_factory=Limits)
-    seed: int = 0
-    hidden_seed: int | None = None
-    hidden_seed_source: str = ""
-    sandbox: bool | None = None
-    rerun: bool = True
-    scratch_root: Path | None = None
-    keep_scratch: bool = False
-    only: tuple[str, ...] | None = None
 
 
 def find_notebooks(path: Path) -> tuple[str, list[tuple[Assignment, Path]]]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.confine.limits import Limits
-from grader.grade import GradeOptions, find_notebooks, grade_submission
+from grader.grade import find_notebooks, grade_submission
+from grader.options import GradeOptions, Limits, OptionError, confinement, hidden_seed
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,26 +52,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def graded(pytestconfig: pytest.Config):
     """The submission, graded once for all the tests."""
-    from grader.evidence.convolution import resolve_hidden_seed
+    from grader.confine.sandbox import SANDBOX_FIX, probe_bwrap
 
-    hidden = None
-    if not pytestconfig.getoption("visible_only"):
-        import secrets
-
-        hidden = resolve_hidden_seed(pytestconfig.getoption("hidden_seed"))[0]
-        hidden = secrets.randbelow(2**62) if hidden is None else hidden
+    grading = "self-check" if pytestconfig.getoption("visible_only") else "submission"
+    hidden, source = hidden_seed(grading, pytestconfig.getoption("hidden_seed"))
     limits = Limits(
         cell_timeout=pytestconfig.getoption("cell_timeout"),
         timeout=pytestconfig.getoption("notebook_timeout"),
         memory_gib=pytestconfig.getoption("memory_limit"),
     )
-    sandbox = False if pytestconfig.getoption("no_sandbox") else True
-    if sandbox:
-        from grader.confine.sandbox import SANDBOX_FIX, probe_bwrap
-
-        problem = probe_bwrap()
-        if problem:
-            raise pytest.UsageError(f"grading student work needs confinement, and {problem}. {SANDBOX_FIX}")
-    options = GradeOptions(limits=limits, hidden_seed=hidden, sandbox=sandbox)
+    requested = False if pytestconfig.getoption("no_sandbox") else None
+    try:
+        sandbox = confinement(requested, optional=False, probe=probe_bwrap, fix=SANDBOX_FIX).sandbox
+    except OptionError as error:
+        raise pytest.UsageError(str(error)) from None
+    options = GradeOptions(limits=limits, hidden_seed=hidden, hidden_seed_source=source, sandbox=sandbox)
     result = grade_submission(_submission(pytestconfig), options=options)
     return {f"{Path(n.name).stem}-{c.name}": c for n in result.notebooks for c in n.checks}, result

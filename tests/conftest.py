@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.confine.limits import Limits
 from grader.confine.sandbox import sandbox_info
+from grader.options import Limits
 from grader.paths import KIT_ROOT
 from grader.run.execute import execute_notebook
 from grader.run.kernel import KernelSession

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 
-from grader.confine.limits import Limits
+from grader.options import Limits
 
 # Limits that keep a hanging test short; a kernel with torch needs a few seconds on a busy CPU.
 FAST = Limits(cell_timeout=20, timeout=60, memory_gib=4)

@@ -35,7 +35,8 @@ from typing import Any
 from grader.assignments import ASSIGNMENTS
 from grader.classroom import similarity
 from grader.confine.limits import threads_per_process, usable_cores
-from grader.grade import GradeOptions, grade_submissions, unique_names
+from grader.grade import grade_submissions, unique_names
+from grader.options import GradeOptions
 from grader.report import manual as manual_points
 from grader.report.formats import atomic_write, gradebook_csv, gradebook_row, write_reports
 from grader.results import SubmissionResult

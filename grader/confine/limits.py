@@ -42,6 +42,7 @@ from typing import Literal
 
 import psutil
 
+from grader.options import WALL_FACTOR, Limits
 from grader.paths import LAUNCHER
 
 __all__ = [
@@ -52,52 +53,6 @@ GIB = 2**30
 ENFORCEMENT_ENV = "GRADER_LIMITS"  # force a mechanism (tests of the fallbacks): watchdog, cgroup-v1, ...
 DELEGATED_CGROUP_ENV = "GRADER_CGROUP"  # a cgroup v2 folder delegated to the grader's user
 _CGROUP = Path("/sys/fs/cgroup")
-# A CPU budget's wall-clock backstop: it stops a process that sleeps or waits instead of computing,
-# and is never what decides a point (a busy machine stretches wall time, not CPU time).
-WALL_FACTOR = 2.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits for one notebook (and for each verification process).
-
-    Attributes:
-        cell_timeout: CPU seconds one cell may use (all its threads and processes together); a
-            cell that waits instead of computing is stopped after `WALL_FACTOR` times as many
-            seconds on the wall clock.
-        timeout: CPU seconds the whole notebook may use (kernel start excluded); wall-clock
-            backstop as for a cell.
-        memory_gib: memory of the kernel and everything it starts, in GiB.
-        startup_timeout: seconds a kernel may take to start.
-        processes: processes and threads the kernel may have at once (torch starts a thread per
-            core, DataLoader workers are processes).
-        disk_gib: what the notebook may write in its scratch folder, and the largest file.
-        output_mib: outputs kept in the executed notebook, all cells together (a cell keeps at
-            most a third of it).
-    """
-
-    # The reference CNN trains in one cell: 188 CPU-s on a quiet 2-core machine, 493 CPU-s with 4
-    # busy loops beside it (OpenMP threads spin while they wait for a core): generous on purpose.
-    cell_timeout: float = 1800.0
-    timeout: float = 3600.0
-    memory_gib: float = 6.0
-    startup_timeout: float = 60.0
-    processes: int = 512
-    disk_gib: float = 4.0
-    output_mib: float = 32.0
-
-    def __post_init__(self) -> None:
-        for name in ("cell_timeout", "timeout", "memory_gib", "startup_timeout", "processes", "disk_gib", "output_mib"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
-
-    @property
-    def cpu_seconds(self) -> int:
-        """RLIMIT_CPU of any one process, a last resort under the notebook's own CPU budget."""
-        return int(self.timeout) + 120
-
-
 def threads_per_process(jobs: int = 1) -> int:
     """CPU threads each of ``jobs`` kernels or workers at once may use: the usable cores shared
     out, and never more than ``$OMP_NUM_THREADS`` (what ``--jobs N`` set for its workers, or a

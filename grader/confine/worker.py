@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.confine.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
+from grader.confine.limits import ProcessBox, threads_per_process
 from grader.confine.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
+from grader.options import WALL_FACTOR, Limits
 from grader.paths import KIT_ROOT
 from grader.results import SandboxInfo
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.confine.limits import Limits
 from grader.confine.worker import run_worker
+from grader.options import Limits
 from grader.paths import MODEL_WORKER
 from grader.results import SandboxInfo
 

@@ -27,21 +27,17 @@ a tenth of that, a Python loop over the output positions several times more.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.paths import HIDDEN_SEED_FILE
+from grader.options import PUBLIC_SEED
 
 if TYPE_CHECKING:  # torch is imported where it is used: `grader` must start fast without it
     import torch
 
 __all__ = [
-    "HIDDEN_SEED_ENV",
-    "HIDDEN_SEED_FILE",
-    "PUBLIC_SEED",
     "CONV_SPECS",
     "ConvAnswer",
     "ConvCase",
@@ -52,12 +48,9 @@ __all__ = [
     "large_case",
     "make_cases",
     "reference",
-    "resolve_hidden_seed",
     "verify_convolutions",
 ]
 
-PUBLIC_SEED = 20240901
-HIDDEN_SEED_ENV = "GRADER_HIDDEN_SEED"
 
 # CPU-second budgets, measured by the grader from outside the runner (`grader.confine.worker.Runner`).
 START_CPU_S = 120.0  # the runner's start: Python, torch, the warm-up
@@ -179,26 +172,6 @@ class ConvCase:
             "x": self.x, "kernel": self.kernel, "bias": self.bias, "stride": self.stride,
             "padding": self.padding, "numpy": self.x.dim() == 2,
         }
-
-
-def resolve_hidden_seed(value: int | None = None) -> tuple[int | None, str]:
-    """The instructor's hidden-case seed and where it came from.
-
-    Order: ``value`` (the ``--hidden-seed`` flag), ``$GRADER_HIDDEN_SEED``, the instructor's
-    file ``grader/hidden_seed.txt``.
-
-    Returns:
-        ``(seed, source)``, or ``(None, "")`` when none is configured.
-    """
-    if value is not None:
-        return int(value), "--hidden-seed"
-    if os.environ.get(HIDDEN_SEED_ENV):
-        return int(os.environ[HIDDEN_SEED_ENV]), f"${HIDDEN_SEED_ENV}"
-    if HIDDEN_SEED_FILE.is_file():
-        text = HIDDEN_SEED_FILE.read_text().strip()
-        if text:
-            return int(text.split()[0]), str(HIDDEN_SEED_FILE.name)
-    return None, ""
 
 
 def _draw(generator: torch.Generator, low: int, high: int) -> int:

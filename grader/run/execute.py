@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from grader.confine.sandbox import sandbox_info
+from grader.options import Limits
 from grader.results import ExecutionResult, RunFailure
-from grader.run.kernel import KernelSession, Limits, clear_outputs
+from grader.run.kernel import KernelSession, clear_outputs
 
 __all__ = ["MAX_NOTEBOOK_BYTES", "RESAVE_ADVICE", "Limits", "NotebookRun", "copy_notebook", "execute_notebook", "read_notebook"]
 

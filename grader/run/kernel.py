@@ -41,8 +41,9 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import ensure_event_loop, run_sync
 
-from grader.confine.limits import WALL_FACTOR, Limits, ProcessBox, threads_per_process
+from grader.confine.limits import ProcessBox, threads_per_process
 from grader.confine.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
+from grader.options import WALL_FACTOR, Limits
 from grader.paths import KERNEL_SIDE, KIT_ROOT
 from grader.results import CellRun, RunFailure, SandboxInfo
 from grader.run import kernel_side

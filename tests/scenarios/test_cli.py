@@ -72,10 +72,10 @@ def read_gradebook_row(out):
 
 
 def test_a_class_needs_a_hidden_seed_and_one_submission_says_where_its_came_from(tmp_path, monkeypatch, capsys):
-    from grader.evidence import convolution
+    from grader import options
 
-    monkeypatch.delenv(convolution.HIDDEN_SEED_ENV, raising=False)
-    monkeypatch.setattr(convolution, "HIDDEN_SEED_FILE", tmp_path / "no-seed.txt")
+    monkeypatch.delenv(options.HIDDEN_SEED_ENV, raising=False)
+    monkeypatch.setattr(options, "HIDDEN_SEED_FILE", tmp_path / "no-seed.txt")
     for name in ("a", "b"):
         write_notebook(tmp_path / "class" / name / "01_convolution.ipynb", "x = 1")
     assert main(["grade", str(tmp_path / "class"), "--out", str(tmp_path / "out")]) == EXIT_USAGE

@@ -31,9 +31,9 @@ from grader.classroom.batch import (
     shard,
 )
 from grader.cli import EXIT_USAGE, main
-from grader.confine.limits import Limits, threads_per_process
+from grader.confine.limits import threads_per_process
 from grader.confine.sandbox import sandbox_info
-from grader.grade import GradeOptions
+from grader.options import GradeOptions, Limits
 from grader.paths import KIT_ROOT
 from grader.report.formats import write_reports
 from grader.results import CheckResult, NotebookResult, SubmissionResult

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.confine.limits import Limits, ProcessBox, probe_enforcement
+from grader.confine.limits import ProcessBox, probe_enforcement
 from grader.confine.sandbox import Mounts, bwrap_argv, probe_bwrap, python_paths, sandbox_info
+from grader.options import Limits
 from grader.paths import KIT_ROOT, SRC_DIR
 from grader.run.execute import copy_notebook, execute_notebook
 from grader.run.kernel import KernelSession, kernel_env

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.confine.limits import Limits
-from grader.grade import GradeOptions, grade_submission
+from grader.grade import grade_submission
+from grader.options import GradeOptions, Limits
 
 pytestmark = pytest.mark.slow
 

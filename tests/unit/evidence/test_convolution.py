@@ -8,9 +8,9 @@ import nbformat
 import pytest
 from grader_notebooks import FULL_OK, SIMPLEST_OK
 
-from grader.confine.limits import Limits
 from grader.confine.sandbox import sandbox_info
 from grader.evidence import convolution as conv
+from grader.options import Limits
 
 LIMITS = Limits(memory_gib=2, processes=64, disk_gib=0.5)
 

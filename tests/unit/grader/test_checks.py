@@ -87,15 +87,6 @@ def test_diagnose_names_the_feature_that_separates_failures():
     assert conv.diagnose(cases, [False] * len(cases)) == ""
 
 
-def test_hidden_seed_comes_from_flag_then_environment_and_is_never_made_up(monkeypatch):
-    monkeypatch.setenv(conv.HIDDEN_SEED_ENV, "99")
-    assert conv.resolve_hidden_seed(5) == (5, "--hidden-seed")
-    assert conv.resolve_hidden_seed(None) == (99, f"${conv.HIDDEN_SEED_ENV}")
-    monkeypatch.delenv(conv.HIDDEN_SEED_ENV)
-    if not conv.HIDDEN_SEED_FILE.is_file():
-        assert conv.resolve_hidden_seed(None) == (None, "")
-
-
 # ------------------------------------------------------------------------------- notebook outputs
 
 

@@ -16,7 +16,8 @@ from grader_notebooks import (
     write_notebook,
 )
 
-from grader.grade import GradeOptions, grade_submission
+from grader.grade import grade_submission
+from grader.options import GradeOptions
 
 HIDDEN = GradeOptions(limits=FAST, hidden_seed=12345)
 

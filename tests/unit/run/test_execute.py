@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.confine.limits import Limits
+from grader.options import Limits
 from grader.run.execute import MAX_NOTEBOOK_CELLS, MAX_NOTEBOOK_DEPTH, copy_notebook, execute_notebook, read_notebook
 
 
