@@ -578,6 +578,10 @@ def _tqdm_options() -> dict[str, Any]:
 
     ``$TQDM_MININTERVAL`` (tqdm's own variable) overrides the interval: the grader sets it for its
     kernels, whose every refresh is a message to record in the executed notebook.
+
+    Read here, not left to tqdm: tqdm (``tqdm.utils.envwrap``) reads its ``TQDM_*`` variables once,
+    when tqdm is imported; read here, the value is the one set when the bar starts. (A value that
+    is not a number makes tqdm's import raise if set before it; set later, it gives the default.)
     """
     interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
     try:
