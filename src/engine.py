@@ -179,26 +179,11 @@ class Trainer:
         log_every: int = 50,
         resume_from: str | os.PathLike | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                "optimizer must be a torch.optim.Optimizer "
-                f"(e.g. torch.optim.Adam(model.parameters())), got {type(optimizer).__name__}"
-            )
-        _check_optimizer_covers(optimizer, model)
-        _check_criterion(criterion)
-        _check_dataset(train_dataset, "train_dataset")
-        if val_dataset is not None:
-            _check_dataset(val_dataset, "val_dataset")
-        if scheduler is not None:
-            _check_scheduler(scheduler, optimizer)
-        _check_positive_int(batch_size, "batch_size")
-        _check_positive_int(log_every, "log_every")
-        if num_workers is not None and (_not_int(num_workers) or num_workers < 0):
-            raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}")
-        if seed is not None and _not_int(seed):
-            raise TypeError(f"seed must be None or an int, got {type(seed).__name__} {seed!r}")
+        _check_trainer_arguments(
+            model, optimizer=optimizer, criterion=criterion, train_dataset=train_dataset,
+            val_dataset=val_dataset, scheduler=scheduler, batch_size=batch_size,
+            num_workers=num_workers, seed=seed, log_every=log_every,
+        )
 
         self.device = pick_device(device)
         self.model = model.to(self.device)
@@ -219,11 +204,7 @@ class Trainer:
         self._seed_pending = seed is not None
         self._saved_rng: dict[str, Any] | None = None
         # The shuffling order comes from this generator alone, so a checkpoint can restore it.
-        self._generator = torch.Generator()
-        if seed is not None:
-            self._generator.manual_seed(seed)
-        else:
-            self._generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        self._generator = _shuffle_generator(seed)
 
         settings = loader_settings(self.device, num_workers=num_workers)
         self._non_blocking = settings["pin_memory"]
@@ -505,13 +486,37 @@ def evaluate_loader(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if criterion is not None:
         _check_criterion(criterion)
-    if device is None:
-        device = _model_device(model)
-    else:
-        device = pick_device(device)
-        model.to(device)
-    non_blocking = device.type == "cuda"  # host-to-device copies may overlap; harmless unpinned
+    device = _evaluation_device(model, device)
+    y_pred, y_true, num_classes, loss_sum = _predict_all(loader, model, device, criterion)
+    result = _classification_metrics(y_true, y_pred, num_classes)
+    if criterion is not None:
+        result["loss"] = loss_sum.item() / len(y_true)
+    return result
 
+
+def _evaluation_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where `evaluate_loader` runs: ``device`` (the model is moved there), else where the model is."""
+    if device is None:
+        return _model_device(model)
+    device = pick_device(device)
+    model.to(device)
+    return device
+
+
+def _predict_all(
+    loader: Iterable,
+    model: nn.Module,
+    device: torch.device,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor]:
+    """Run ``model`` in eval mode over every batch of ``loader``, then restore its mode.
+
+    Returns:
+        ``(y_pred, y_true, num_classes, loss_sum)``: predicted and true classes (int arrays (N,)),
+        the number of logits columns, and the summed per-sample loss (0 without ``criterion``),
+        a tensor on ``device``.
+    """
+    non_blocking = device.type == "cuda"  # host-to-device copies may overlap; harmless unpinned
     predictions, targets = [], []
     loss_sum = torch.zeros((), device=device)
     num_classes = 0
@@ -535,19 +540,20 @@ def evaluate_loader(
         model.train(was_training)
     if not predictions:
         raise ValueError("loader yielded no batches: is the dataset empty?")
-
     y_pred = torch.cat(predictions).cpu().numpy()
     y_true = torch.cat(targets).cpu().numpy()
-    result = {
+    return y_pred, y_true, num_classes, loss_sum
+
+
+def _classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Exact accuracy, macro-F1 and the confusion matrix, with the predictions and targets."""
+    return {
         "acc": int((y_pred == y_true).sum()) / len(y_true),
         "f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)),
         "predictions": y_pred,
         "targets": y_true,
     }
-    if criterion is not None:
-        result["loss"] = loss_sum.item() / len(y_true)
-    return result
 
 
 # ------------------------------------------------------------------------ helpers
@@ -572,6 +578,10 @@ def _tqdm_options() -> dict[str, Any]:
 
     ``$TQDM_MININTERVAL`` (tqdm's own variable) overrides the interval: the grader sets it for its
     kernels, whose every refresh is a message to record in the executed notebook.
+
+    Read here, not left to tqdm: tqdm (``tqdm.utils.envwrap``) reads its ``TQDM_*`` variables once,
+    when tqdm is imported; read here, the value is the one set when the bar starts. (A value that
+    is not a number makes tqdm's import raise if set before it; set later, it gives the default.)
     """
     interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
     try:
@@ -579,6 +589,52 @@ def _tqdm_options() -> dict[str, Any]:
     except (KeyError, ValueError):
         interval = 0.1 if interactive else 30.0
     return {"mininterval": interval, "dynamic_ncols": interactive}
+
+
+def _shuffle_generator(seed: int | None) -> torch.Generator:
+    """The generator of the shuffling order: seeded with ``seed``, else from torch's global RNG."""
+    generator = torch.Generator()
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+    return generator
+
+
+def _check_trainer_arguments(
+    model: Any,
+    *,
+    optimizer: Any,
+    criterion: Any,
+    train_dataset: Any,
+    val_dataset: Any,
+    scheduler: Any,
+    batch_size: Any,
+    num_workers: Any,
+    seed: Any,
+    log_every: Any,
+) -> None:
+    """Check `Trainer`'s arguments (types, values, how they fit together); raise on the first bad one."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            "optimizer must be a torch.optim.Optimizer "
+            f"(e.g. torch.optim.Adam(model.parameters())), got {type(optimizer).__name__}"
+        )
+    _check_optimizer_covers(optimizer, model)
+    _check_criterion(criterion)
+    _check_dataset(train_dataset, "train_dataset")
+    if val_dataset is not None:
+        _check_dataset(val_dataset, "val_dataset")
+    if scheduler is not None:
+        _check_scheduler(scheduler, optimizer)
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(log_every, "log_every")
+    if num_workers is not None and (_not_int(num_workers) or num_workers < 0):
+        raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}")
+    if seed is not None and _not_int(seed):
+        raise TypeError(f"seed must be None or an int, got {type(seed).__name__} {seed!r}")
 
 
 def _not_int(value: Any) -> bool:
@@ -628,7 +684,7 @@ def _check_optimizer_covers(optimizer: Optimizer, model: nn.Module) -> None:
             f"{len(left_out)} trainable parameter tensors ({sum(p.numel() for p in left_out)} "
             "values) of the model are not in the optimizer: they get gradients but never change. "
             "Freeze them with requires_grad_(False) or add them to the optimizer.",
-            stacklevel=3,
+            stacklevel=4,  # the line that built the Trainer (via _check_trainer_arguments, __init__)
         )
 
 

@@ -316,11 +316,26 @@ def save_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     preprocess = batch_preprocess(preprocess)
+    class_names = _checked_class_names(class_names)
+    _check_save_options(path, input_shape=input_shape, metadata=metadata)
+    info_json = _metadata_json(model, preprocess, class_names, input_shape, metadata)
+    wrapper = _cpu_eval_wrapper(preprocess, model)
+    program = _export_program(wrapper, input_shape, num_classes=len(class_names))
+    return _write_archive(program, path, info_json)
+
+
+def _checked_class_names(class_names: Any) -> list[str]:
+    """``class_names`` as a list, after checking it is a non-empty sequence of str."""
     if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
         raise TypeError(f"class_names must be a sequence of str, got {class_names!r}")
     class_names = list(class_names)
     if not class_names:
         raise ValueError("class_names must not be empty")
+    return class_names
+
+
+def _check_save_options(path: Any, *, input_shape: Any, metadata: Any) -> None:
+    """Check `save_model`'s ``input_shape``, ``path`` and ``metadata``, in that order."""
     if (
         not isinstance(input_shape, (tuple, list))
         or len(input_shape) != 3
@@ -332,6 +347,19 @@ def save_model(
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
 
+
+def _metadata_json(
+    model: nn.Module,
+    preprocess: nn.Module | None,
+    class_names: list[str],
+    input_shape: Sequence[int],
+    metadata: Mapping[str, Any] | None,
+) -> str:
+    """The kit's metadata (:data:`METADATA_FILE`) as JSON text.
+
+    Raises:
+        TypeError: ``metadata`` is not JSON-serialisable.
+    """
     info = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -348,22 +376,29 @@ def save_model(
         "user": dict(metadata or {}),
     }
     try:
-        info_json = json.dumps(info, indent=2)
+        return json.dumps(info, indent=2)
     except (TypeError, ValueError) as err:
         raise TypeError(f"metadata must be JSON-serialisable: {err}") from err
 
-    # A CPU copy in eval mode: the file does not depend on where the model trained.
-    wrapper = PreprocessedModel(copy.deepcopy(preprocess), copy.deepcopy(model)).cpu().eval()
+
+def _cpu_eval_wrapper(preprocess: nn.Module | None, model: nn.Module) -> PreprocessedModel:
+    """``model(preprocess(x))`` on copies, on the CPU, in eval mode: the file does not depend on
+    where the model trained, and the caller's modules keep their device and mode."""
+    return PreprocessedModel(copy.deepcopy(preprocess), copy.deepcopy(model)).cpu().eval()
+
+
+def _export_program(
+    wrapper: nn.Module, input_shape: Sequence[int], *, num_classes: int
+) -> torch.export.ExportedProgram:
+    """Trace ``wrapper`` with ``torch.export`` for any batch size, per-image steps lowered.
+
+    Raises:
+        ValueError: the output is not logits ``(N, num_classes)``.
+        RuntimeError: ``torch.export`` cannot trace the model.
+    """
     # batch 2: export would specialise a batch of 1; own generator: the caller's RNG stays as it was
     example = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        logits = wrapper(example)
-    if not isinstance(logits, torch.Tensor) or logits.shape != (2, len(class_names)):
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(
-            f"model must return logits (N, {len(class_names)}) for {len(class_names)} classes, "
-            f"got {shape} for an input (2, {', '.join(map(str, input_shape))})"
-        )
+    _check_logits(wrapper, example, num_classes)
     try:
         program = torch.export.export(
             wrapper, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}
@@ -373,8 +408,23 @@ def save_model(
             f"torch.export could not trace the model ({type(err).__name__}: {err}). The forward "
             "must not branch on tensor values or on the batch size."
         ) from err
-    program = _lower_per_image_steps(program)
+    return _lower_per_image_steps(program)
 
+
+def _check_logits(wrapper: nn.Module, example: torch.Tensor, num_classes: int) -> None:
+    """Raise ValueError unless ``wrapper(example)`` is logits ``(batch, num_classes)``."""
+    with torch.no_grad():
+        logits = wrapper(example)
+    if not isinstance(logits, torch.Tensor) or logits.shape != (example.shape[0], num_classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"model must return logits (N, {num_classes}) for {num_classes} classes, "
+            f"got {shape} for an input ({', '.join(map(str, example.shape))})"
+        )
+
+
+def _write_archive(program: torch.export.ExportedProgram, path: str | os.PathLike[str], info_json: str) -> Path:
+    """Write ``program`` and the metadata to the ``.pt2`` file ``path``, creating its folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, path, extra_files={METADATA_FILE: info_json})

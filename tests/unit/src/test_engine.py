@@ -376,6 +376,15 @@ def test_trainer_warns_about_trainable_parameters_left_out(data):
                 train_dataset=data[0], log_dir=None, device="cpu")
 
 
+def test_left_out_parameters_warning_points_at_the_line_that_built_the_trainer(data):
+    model = TinyCNN()
+    optimizer = torch.optim.Adam(model.head.parameters())
+    with pytest.warns(UserWarning, match="never change") as record:
+        Trainer(model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
+                train_dataset=data[0], log_dir=None, device="cpu")
+    assert record[0].filename == __file__
+
+
 def test_trainer_rejects_scheduler_of_another_optimizer(data):
     model = TinyCNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
