@@ -240,14 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_manual(args: argparse.Namespace) -> int:
-    from grader.report import manual
+    from grader.classroom.summaries import record_manual_points
+    from grader.report.marking import ManualError
 
     try:
-        counts = manual.apply(args.out, args.answers)
+        counts = record_manual_points(args.out, args.answers)
     except FileNotFoundError as error:
         _log(f"error: {error}")
         return EXIT_USAGE
-    except manual.ManualError as error:
+    except ManualError as error:
         for problem in error.problems:
             _log(f"error: {problem}")
         _log("nothing was recorded: correct those rows and run the command again")
@@ -382,8 +383,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 def _similarity_after(out: Path, threshold: float) -> None:
     """The similarity report after a class is graded or merged. Grades are done by then, so a
     failure here is said and leaves the exit code alone."""
-    from grader.classroom.batch import rebuild_summaries
     from grader.classroom.similarity import compare_class, up_to_date
+    from grader.classroom.summaries import rebuild_summaries
 
     if up_to_date(out, threshold):  # a resumed batch that graded nothing: minutes saved at 300
         _log(f"similarity: up to date (no submission graded since); `python -m grader similarity {out}` redoes it")
@@ -411,8 +412,8 @@ def _similarity_line(report: Similarity) -> str:
 
 
 def _cmd_similarity(args: argparse.Namespace) -> int:
-    from grader.classroom.batch import rebuild_summaries
     from grader.classroom.similarity import compare_class
+    from grader.classroom.summaries import rebuild_summaries
 
     missing = [folder for folder in (args.out, args.templates) if not folder.is_dir()]
     if missing:
@@ -431,7 +432,7 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from grader.classroom.batch import merge
+    from grader.classroom.merge import merge
 
     missing = [p for p in args.sources if not p.is_dir()]
     if missing:

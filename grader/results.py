@@ -45,7 +45,7 @@ class CheckResult:
         status: see `Status`.
         message: what was found and, when it failed, what to fix.
         manual: True when a person must read the answer (no automatic points).
-        manual_max: points an instructor may give by reading it (written answers; `grader.report.manual`).
+        manual_max: points an instructor may give by reading it (written answers; `grader.report.marking`).
         answer: the text the instructor reads (written answers only).
         answer_sha: sha256 of that text, whitespace folded: manual points stay while it is the same.
         numbers: the numbers the answer cites, for a quick check against the measured ones.

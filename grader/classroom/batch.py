@@ -2,7 +2,7 @@
 
     python -m grader grade submissions/ --jobs 2      # every submission folder in submissions/
     python -m grader grade submissions/ --shard 1/4   # a quarter of them (a CI matrix job)
-    python -m grader merge shard-1/ shard-2/ ... --out class/
+    python -m grader merge shard-1/ shard-2/ ... --out class/   (`grader.classroom.merge`)
 
 Each submission's reports are written as soon as it is graded, ``result.json`` last and
 atomically, so a ``result.json`` means a complete result. A re-run skips every submission whose
@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import multiprocessing
 import os
-import shutil
-import statistics
 import sys
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.assignments import ASSIGNMENTS
-from grader.classroom import similarity
+from grader.classroom.summaries import rebuild_summaries
 from grader.confine.limits import threads_per_process, usable_cores
 from grader.grade import grade_submissions, unique_names
 from grader.options import GradeOptions
-from grader.report import manual as manual_points
-from grader.report.formats import atomic_write, gradebook_csv, gradebook_row, write_reports
+from grader.report import marking
+from grader.report.files import RESULT, read_result
+from grader.report.formats import write_reports
+from grader.report.gradebook import gradebook_row
 from grader.results import SubmissionResult
 
 __all__ = [
@@ -48,19 +45,11 @@ __all__ = [
     "discover",
     "fingerprint",
     "grading_context",
-    "merge",
-    "overview_markdown",
     "parse_shard",
     "plan",
-    "rebuild_summaries",
     "run_batch",
     "shard",
 ]
-
-GRADEBOOK = "gradebook.csv"
-OVERVIEW = "overview.md"
-RESULT = "result.json"
-
 
 # ----------------------------------------------------------------------------- what to grade
 
@@ -186,7 +175,7 @@ def plan(paths: list[Path], out: Path, options: GradeOptions) -> list[BatchItem]
 def _previous(item: BatchItem) -> dict[str, Any] | None:
     """``item``'s ``result.json`` when it is complete, for the same inputs and without a grader
     error (so it need not be graded again); None otherwise."""
-    data = _read_result(item.out_dir / RESULT)
+    data = read_result(item.out_dir / RESULT)
     if data is None or data.get("fingerprint") != item.fingerprint or data.get("grader_error"):
         return None
     return data
@@ -205,7 +194,7 @@ def default_jobs(memory_gib: float) -> int:
 
 
 def _write(result: SubmissionResult, item: BatchItem) -> dict[str, str]:
-    store = manual_points.load_store(item.out_dir.parent)  # a re-graded answer keeps its manual points
+    store = marking.load_store(item.out_dir.parent)  # a re-graded answer keeps its manual points
     write_reports(result, item.out_dir, gradebook=False, extra={"fingerprint": item.fingerprint}, store=store)
     return gradebook_row(result, store)
 
@@ -275,7 +264,7 @@ def run_batch(
         previous = None if force else _previous(item)
         if previous is not None:
             batch.skipped.append(item.name)
-            batch.rows[item.name] = gradebook_row(previous, manual_points.load_store(out))
+            batch.rows[item.name] = gradebook_row(previous, marking.load_store(out))
         else:
             pending.append(item)
     out.mkdir(parents=True, exist_ok=True)
@@ -401,196 +390,3 @@ def _run_in_workers(
     for item in todo:
         message = "a grading worker process died twice while this submission was in the batch; re-run to retry it"
         finished(item, _write(_failed_result(item, message), item))
-
-
-# ----------------------------------------------------------------------------- summaries
-
-
-_PARSED: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    """A parsed ``result.json``, None when absent or unreadable; parsed again only when the file
-    changed (summaries are rebuilt after every submission of a batch)."""
-    try:
-        stat = path.stat()
-        key = (stat.st_mtime_ns, stat.st_size)
-        cached = _PARSED.get(path)
-        if cached is None or cached[0] != key:
-            _PARSED[path] = cached = (key, json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None  # missing, being replaced right now, or not ours
-    return cached[1]
-
-
-def results_in(out: Path) -> list[dict[str, Any]]:
-    """Every complete result (``*/result.json``) in a report folder."""
-    return [data for path in sorted(out.glob(f"*/{RESULT}")) if (data := _read_result(path)) is not None]
-
-
-def rebuild_summaries(out: Path, *, log: Callable[[str], None] | None = None) -> tuple[Path, Path]:
-    """Write ``gradebook.csv``, ``overview.md`` and ``answers.csv`` in ``out`` from its
-    ``*/result.json`` and its recorded manual points.
-
-    ``answers.csv`` is left alone when it holds points not recorded yet (an instructor's edits):
-    `log` says so, once.
-    """
-    results = results_in(out)
-    store = manual_points.load_store(out)
-    atomic_write(out / GRADEBOOK, gradebook_csv([gradebook_row(data, store) for data in results]))
-    atomic_write(out / OVERVIEW, overview_markdown(results, store, similarity.load(out)))
-    answers = out / manual_points.ANSWERS
-    pending = manual_points.unrecorded(answers, store) if answers.is_file() else 0
-    if pending:
-        if log is not None and out not in _WARNED:
-            _WARNED.add(out)
-            log(
-                f"{answers} holds {pending} score(s) not recorded yet, so it is left as it is: run "
-                f"`python -m grader manual {out}` to record them (it writes the file again)"
-            )
-    elif any(manual_points.states(data, store) for data in results):
-        atomic_write(answers, manual_points.answers_csv(results, store))
-    return out / GRADEBOOK, out / OVERVIEW
-
-
-_WARNED: set[Path] = set()
-
-
-def _bar(count: int, largest: int, width: int = 30) -> str:
-    return "█" * (round(width * count / largest) if largest else 0)
-
-
-def overview_markdown(
-    results: list[dict[str, Any]],
-    store: dict[str, Any] | None = None,
-    similar: similarity.Similarity | None = None,
-) -> str:
-    """The class at a glance: score distribution, points per notebook, the checks most often
-    failed, the written answers and their manual points, and the pairs of submissions with
-    similar code (`grader.classroom.similarity`; ``similar`` is its last report, None before one)."""
-    lines = ["# Class overview", ""]
-    if not results:
-        return "\n".join(lines + ["No graded submission yet.", ""])
-    percents = [100 * r["points"] / r["max_points"] if r["max_points"] else 0.0 for r in results]
-    errors = [r["name"] for r in results if r.get("grader_error")]
-    lines += [
-        f"- Submissions graded: {len(results)}"
-        + (f" ({len(errors)} with a grader error: {', '.join(errors)}; re-run to retry them)" if errors else ""),
-        f"- Score: mean {statistics.fmean(percents):.1f}%, median {statistics.median(percents):.1f}%, "
-        f"lowest {min(percents):.1f}%, highest {max(percents):.1f}%",
-        "",
-        "## Score distribution",
-        "",
-        "| score | submissions | |",
-        "|---|---:|---|",
-    ]
-    bins = Counter(min(int(p // 10), 9) for p in percents)
-    largest = max(bins.values())
-    for index in range(9, -1, -1):
-        label = "90-100%" if index == 9 else f"{10 * index}-{10 * index + 9}%"
-        lines.append(f"| {label} | {bins.get(index, 0)} | {_bar(bins.get(index, 0), largest)} |")
-
-    lines += [
-        "",
-        "## Per notebook",
-        "",
-        "| notebook | mean points | full marks | missing or unreadable |",
-        "|---|---:|---:|---:|",
-    ]
-    order = {a.notebook: i for i, a in enumerate(ASSIGNMENTS)}
-    per_notebook: dict[str, list[dict[str, Any]]] = {}
-    for result in results:
-        for notebook in result.get("notebooks") or []:
-            per_notebook.setdefault(notebook["name"], []).append(notebook)
-    for name in sorted(per_notebook, key=lambda n: (order.get(n, len(order)), n)):
-        graded = per_notebook[name]
-        top = graded[0]["max_points"]
-        mean = statistics.fmean(n["points"] for n in graded)
-        full = sum(1 for n in graded if n["points"] >= n["max_points"])
-        unreadable = sum(1 for n in graded if not _readable(n))
-        lines.append(f"| {name} | {mean:.1f} / {top:g} | {full} of {len(graded)} | {unreadable} |")
-
-    failed: Counter[tuple[str, str]] = Counter()
-    examples: dict[tuple[str, str], str] = {}
-    for result in results:
-        # A missing or unreadable notebook fails every check; it is counted above, once.
-        for notebook in filter(_readable, result.get("notebooks") or []):
-            for check in notebook.get("checks") or []:
-                if check["status"] in ("failed", "error") and not check.get("manual"):
-                    key = (notebook["name"], check["title"])
-                    failed[key] += 1
-                    examples.setdefault(key, f"{result['name']}: {check['message'].splitlines()[0][:160]}")
-    lines += ["", "## Checks most often failed", ""]
-    if failed:
-        lines += ["| notebook | check | failed | an example |", "|---|---|---:|---|"]
-        for (notebook, title), count in failed.most_common(10):
-            share = f"{count} ({100 * count / len(results):.0f}%)"
-            example = examples[(notebook, title)].replace("|", "\\|")
-            lines.append(f"| {notebook} | {title} | {share} | {example} |")
-    else:
-        lines.append("Every automatic check passed in every submission.")
-    written = [state for r in results for state in manual_points.states(r, store or {}).values()]
-    if written:
-        counts = Counter(state.status for state in written)
-        scored = [state.points for state in written if state.status == "scored"]
-        lines += ["", "## Written answers (manual points)", ""]
-        lines.append(
-            f"{len(written)} answers: {counts['scored']} scored, {counts['to read']} to read, "
-            f"{counts['changed']} changed since scored, {counts['no answer']} empty"
-            + (f"; mean {statistics.fmean(scored):.1f} / {written[0].max_points:g} over the scored ones" if scored else "")
-            + f". Fill in `{manual_points.ANSWERS}` and run `python -m grader manual` on this folder."
-        )
-    lines += similarity.markdown_section(similar, results)
-    return "\n".join(lines) + "\n"
-
-
-def _readable(notebook: dict[str, Any]) -> bool:
-    failure = (notebook.get("execution") or {}).get("failure") or {}
-    return failure.get("kind") not in ("missing", "invalid")
-
-
-# ----------------------------------------------------------------------------- merge
-
-
-def merge(sources: list[Path], out: Path) -> list[str]:
-    """Merge the report folders of several shards into ``out``; rebuild its gradebook and overview.
-
-    A submission found in several sources keeps its most recent result (by ``graded_at``).
-
-    Returns:
-        Warnings for people (duplicates, sources without results).
-    """
-    warnings = []
-    chosen: dict[str, tuple[str, Path]] = {}
-    for source in map(Path, sources):
-        folders = [p.parent for p in sorted(source.glob(f"*/{RESULT}"))]
-        if not folders:
-            warnings.append(f"{source} holds no graded submission (no */{RESULT})")
-        for folder in folders:
-            try:
-                graded_at = json.loads((folder / RESULT).read_text(encoding="utf-8")).get("graded_at", "")
-            except (OSError, ValueError) as error:
-                warnings.append(f"{folder / RESULT} is unreadable ({error}); left out")
-                continue
-            previous = chosen.get(folder.name)
-            if previous is not None:
-                warnings.append(f"{folder.name} is in {previous[1].parent} and in {source}; keeping the newer result")
-                if previous[0] >= graded_at:
-                    continue
-            chosen[folder.name] = (graded_at, folder)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, (_, folder) in chosen.items():
-        target = out / name
-        if target.resolve() != folder.resolve():
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(folder, target)
-    # Manual points recorded in a shard's folder come along (those of the kept result).
-    store = manual_points.load_store(out)
-    for source in map(Path, sources):
-        for submission, scores in manual_points.load_store(source).items():
-            if submission in chosen and chosen[submission][1].parent.resolve() == source.resolve():
-                store.setdefault(submission, {}).update(scores)
-    if store:
-        atomic_write(out / manual_points.STORE, json.dumps(store, indent=2, ensure_ascii=False) + "\n")
-    rebuild_summaries(out)
-    return warnings

@@ -1,42 +1,32 @@
-"""Report stage: a `SubmissionResult` as JSON (machines), Markdown (the student, and GitHub's job
-summary), JUnit XML (CI: one test case per check) and a CSV gradebook row (the instructor).
+"""A `SubmissionResult` as JSON (machines), Markdown (the student, and GitHub's job summary) and
+JUnit XML (CI: one test case per check).
 
 `write_reports` writes all of them into one folder per submission, each file atomically (a
 half-written report never replaces a good one), and updates that submission's row in the
-gradebook next to it.
+gradebook next to it (`grader.report.gradebook`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from grader.report.manual import ManualState, key, states
+from grader.report.files import atomic_write
+from grader.report.gradebook import gradebook_row, points_text, update_gradebook
+from grader.report.marking import ManualState, key, manual_summary, states
 from grader.results import CheckResult, NotebookResult, SubmissionResult, to_dict
 
 __all__ = [
-    "atomic_write",
-    "gradebook_csv",
-    "gradebook_row",
     "to_json",
     "to_junit",
     "to_markdown",
-    "update_gradebook",
     "write_reports",
 ]
 
 _ICONS = {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "➖"}
-
-
-def _points(value: float) -> str:
-    return f"{value:g}"
 
 
 def to_json(result: SubmissionResult, *, extra: dict[str, Any] | None = None) -> str:
@@ -67,11 +57,11 @@ def _weights_line(result: SubmissionResult) -> str | None:
     return f"ResNet-18 weights: {kind}, sha256 `{info.get('sha256')}`"
 
 
-Manual = dict[str, ManualState]  # question key -> state (`grader.report.manual.states`)
+Manual = dict[str, ManualState]  # question key -> state (`grader.report.marking.states`)
 
 
 def _notebook_markdown(notebook: NotebookResult, manual: Manual) -> list[str]:
-    lines = [f"## {notebook.name}: {_points(notebook.points)} / {_points(notebook.max_points)}", ""]
+    lines = [f"## {notebook.name}: {points_text(notebook.points)} / {points_text(notebook.max_points)}", ""]
     execution = notebook.execution
     if execution is not None and execution.readable:
         facts = [
@@ -96,16 +86,11 @@ def _check_markdown(check: CheckResult, manual: ManualState | None) -> list[str]
     if manual is not None:
         points = manual.describe()
     else:
-        points = f"{_points(check.points)} / {_points(check.max_points)}" if check.max_points else "no points"
+        points = f"{points_text(check.points)} / {points_text(check.max_points)}" if check.max_points else "no points"
     lines = [f"- {icon} **{check.title}** ({points})"]
     if check.message:
         lines.append(f"  {check.message}")
     return lines
-
-
-def manual_summary(manual: Manual) -> tuple[float, float]:
-    """(manual points that count, what the written answers are worth)."""
-    return sum(s.points or 0 for s in manual.values()), sum(s.max_points for s in manual.values())
 
 
 def to_markdown(result: SubmissionResult, manual: Manual | None = None) -> str:
@@ -113,13 +98,13 @@ def to_markdown(result: SubmissionResult, manual: Manual | None = None) -> str:
 
     Args:
         result: the graded submission.
-        manual: the written answers' manual points (`grader.report.manual.states`); default: computed
+        manual: the written answers' manual points (`grader.report.marking.states`); default: computed
             from the result alone (every answer still to be read).
     """
     manual = states(to_dict(result), {}) if manual is None else manual
     given, worth = manual_summary(manual)
-    extra = f" (+ {_points(given)} / {_points(worth)} manual)" if worth else ""
-    lines = [f"# {result.name}: {_points(result.points)} / {_points(result.max_points)} points{extra}", ""]
+    extra = f" (+ {points_text(given)} / {points_text(worth)} manual)" if worth else ""
+    lines = [f"# {result.name}: {points_text(result.points)} / {points_text(result.max_points)} points{extra}", ""]
     lines.append(f"- Kernel: {_sandbox_line(result)}")
     weights = _weights_line(result)
     if weights:
@@ -138,7 +123,7 @@ def to_markdown(result: SubmissionResult, manual: Manual | None = None) -> str:
     if pending:
         lines += [
             f"📝 {len(pending)} written answer(s) are left for the instructor to read "
-            f"(up to {_points(sum(s.max_points for s in pending))} manual points).",
+            f"(up to {points_text(sum(s.max_points for s in pending))} manual points).",
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
@@ -168,8 +153,8 @@ def to_junit(result: SubmissionResult) -> str:
             )
             ET.SubElement(case, "properties").extend(
                 [
-                    ET.Element("property", name="points", value=_points(check.points)),
-                    ET.Element("property", name="max_points", value=_points(check.max_points)),
+                    ET.Element("property", name="points", value=points_text(check.points)),
+                    ET.Element("property", name="max_points", value=points_text(check.max_points)),
                 ]
             )
             if check.status in ("failed", "error"):
@@ -181,86 +166,6 @@ def to_junit(result: SubmissionResult) -> str:
                 ET.SubElement(case, "system-out").text = check.message
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
-
-
-GRADEBOOK_FIELDS = [
-    "submission", "points", "max_points", "percent", "manual", "manual_max", "manual_status", "total", "total_max",
-    "total_percent", "status", "seconds", "sandboxed", "weights",
-]
-
-
-def gradebook_row(result: SubmissionResult | dict[str, Any], store: dict[str, Any] | None = None) -> dict[str, str]:
-    """One CSV row: the submission, automatic points per notebook and in total, manual points
-    (`grader.report.manual`), the two together, status, time taken.
-
-    Args:
-        result: a graded submission, or its ``result.json`` (as `to_json` wrote it).
-        store: the recorded manual points (``OUT/manual.json``), or None.
-    """
-    data = to_dict(result) if isinstance(result, SubmissionResult) else result
-    manual = states(data, store or {})
-    given, worth = manual_summary(manual)
-    counts = {}
-    for state in manual.values():
-        counts[state.status] = counts.get(state.status, 0) + 1
-    manual_status = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    points, max_points = float(data["points"]), float(data["max_points"])
-    notebooks = data.get("notebooks") or []
-    sandboxes = [n["execution"]["sandbox"] for n in notebooks if n.get("execution") and n["execution"].get("sandbox")]
-    weights = data.get("weights")
-    row = {
-        "submission": data["name"],
-        "points": _points(points),
-        "max_points": _points(max_points),
-        "percent": f"{100 * points / max_points:.1f}" if max_points else "",
-        "manual": _points(given) if worth else "",
-        "manual_max": _points(worth) if worth else "",
-        "manual_status": manual_status,
-        "total": _points(points + given),
-        "total_max": _points(max_points + worth),
-        "total_percent": f"{100 * (points + given) / (max_points + worth):.1f}" if max_points + worth else "",
-        "status": "grader_error" if data.get("grader_error") else "graded",
-        "seconds": f"{float(data.get('elapsed') or 0):.1f}",
-        "sandboxed": str(all(s.get("enabled") for s in sandboxes)).lower() if sandboxes else "",
-        "weights": "" if not weights else ("official" if weights.get("official") else "stand-in"),
-    }
-    for notebook in notebooks:
-        row[Path(notebook["name"]).stem] = _points(float(notebook["points"]))
-    return row
-
-
-def gradebook_csv(rows: list[dict[str, str]]) -> str:
-    """The gradebook as CSV text: the fixed columns, then one column per notebook; sorted by submission."""
-    fields = list(GRADEBOOK_FIELDS)
-    for row in rows:
-        fields += [key for key in row if key not in fields]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["submission"]))
-    return buffer.getvalue()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are read by people and CI uploads
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def update_gradebook(path: Path, row: dict[str, str]) -> None:
-    """Insert or replace ``row`` (by submission) in the CSV gradebook at ``path``."""
-    rows: list[dict[str, str]] = []
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = [r for r in csv.DictReader(handle) if r.get("submission") != row["submission"]]
-    atomic_write(path, gradebook_csv(rows + [row]))
 
 
 def write_reports(

@@ -23,13 +23,13 @@ from grader.classroom.batch import (
     discover,
     fingerprint,
     grading_context,
-    merge,
-    overview_markdown,
     parse_shard,
     plan,
     run_batch,
     shard,
 )
+from grader.classroom.merge import merge
+from grader.classroom.summaries import overview_markdown
 from grader.cli import EXIT_USAGE, main
 from grader.confine.limits import threads_per_process
 from grader.confine.sandbox import sandbox_info

@@ -39,7 +39,7 @@ from similarity_notebooks import (
 )
 
 from grader.classroom import similarity
-from grader.classroom.batch import rebuild_summaries
+from grader.classroom.summaries import rebuild_summaries
 from grader.cli import EXIT_OK, EXIT_USAGE, main
 from grader.paths import KIT_ROOT
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.report.formats import gradebook_row, to_json, to_junit, to_markdown, update_gradebook, write_reports
+from grader.report.formats import to_json, to_junit, to_markdown, write_reports
+from grader.report.gradebook import gradebook_row, update_gradebook
 from grader.results import (
     CellRun,
     CheckResult,

@@ -25,13 +25,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from grader.report.files import atomic_write
+
 __all__ = [
     "ANSWERS",
     "STORE",
     "ManualError",
     "ManualState",
     "answers_csv",
-    "apply",
+    "manual_summary",
     "load_store",
     "read_answers",
     "record",
@@ -262,8 +264,6 @@ def _rows(reader: csv.DictReader, path: Path):
 
 def record(out: Path, scores: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Add ``scores`` to ``OUT/manual.json`` (atomically) and return the whole store."""
-    from grader.report.formats import atomic_write
-
     store = load_store(out)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for submission, given in scores.items():
@@ -293,38 +293,7 @@ def unrecorded(path: Path, store: dict[str, dict[str, Any]]) -> int:
     return count
 
 
-def apply(out: Path, answers: Path | None = None) -> dict[str, int]:
-    """Validate a filled-in answers file, record its points, and write the gradebook, the overview,
-    ``answers.csv`` and each ``report.md`` again.
-
-    Args:
-        out: a report folder of ``grade`` or ``merge``.
-        answers: the filled-in file (default ``OUT/answers.csv``).
-
-    Returns:
-        Counts: ``recorded`` (rows recorded now), and answers ``scored``, ``to read``, ``changed``.
-
-    Raises:
-        FileNotFoundError: no graded submission in ``out``, or no answers file.
-        ManualError: bad rows (nothing is recorded then).
-    """
-    from grader.classroom.batch import rebuild_summaries, results_in
-    from grader.report.formats import atomic_write, to_markdown
-    from grader.results import from_dict
-
-    out = Path(out)
-    answers = Path(answers) if answers is not None else out / ANSWERS
-    results = results_in(out)
-    if not results:
-        raise FileNotFoundError(f"{out} holds no graded submission (no */result.json)")
-    if not answers.is_file():
-        raise FileNotFoundError(f"no answers file at {answers}: `grade` writes one when a written answer is to be read")
-    scores = read_answers(answers, results)
-    store = record(out, scores)
-    atomic_write(out / ANSWERS, answers_csv(results, store))  # every filled row is recorded now
-    rebuild_summaries(out)
-    for data in results:  # the reports show the manual points next to the automatic ones
-        atomic_write(out / data["name"] / "report.md", to_markdown(from_dict(data), states(data, store)))
-    written = [state for data in results for state in states(data, store).values()]
-    counts = {status: sum(state.status == status for state in written) for status in ("scored", "to read", "changed")}
-    return {"recorded": sum(len(given) for given in scores.values()), **counts}
+def manual_summary(manual: dict[str, ManualState]) -> tuple[float, float]:
+    """Points given and points worth, over a submission's written answers (`states`)."""
+    """(manual points that count, what the written answers are worth)."""
+    return sum(s.points or 0 for s in manual.values()), sum(s.max_points for s in manual.values())

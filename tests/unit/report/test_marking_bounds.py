@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from grader.report import manual
-from grader.report.manual import ManualError, read_answers
+from grader.report import marking
+from grader.report.marking import ManualError, read_answers
 
 HEADER = "submission,notebook,question,max_points,points,comment,status,answer,numbers,answer_sha\n"
 
 
 def test_an_answers_file_over_the_size_bound_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(manual, "MAX_ANSWERS_BYTES", 1000)
+    monkeypatch.setattr(marking, "MAX_ANSWERS_BYTES", 1000)
     path = tmp_path / "answers.csv"
     path.write_text(HEADER + "alice,03.ipynb,comparison,3,2,,,x,,\n" * 100)
     with pytest.raises(ManualError, match="more than the 0 MB an answers file may have"):
@@ -20,7 +20,7 @@ def test_an_answers_file_over_the_size_bound_is_refused(tmp_path, monkeypatch):
 
 
 def test_too_many_rows_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(manual, "MAX_ANSWER_ROWS", 5)
+    monkeypatch.setattr(marking, "MAX_ANSWER_ROWS", 5)
     path = tmp_path / "answers.csv"
     path.write_text(HEADER + "alice,03.ipynb,comparison,3,,,,x,,\n" * 6)
     with pytest.raises(ManualError, match="more than 5 rows"):
@@ -28,7 +28,7 @@ def test_too_many_rows_are_refused(tmp_path, monkeypatch):
 
 
 def test_a_field_over_the_limit_is_a_line_not_a_crash(tmp_path, monkeypatch):
-    monkeypatch.setattr(manual, "MAX_FIELD_CHARS", 10)
+    monkeypatch.setattr(marking, "MAX_FIELD_CHARS", 10)
     import csv
 
     previous = csv.field_size_limit(10)
@@ -46,4 +46,4 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path):
     path.write_bytes(HEADER.encode() + b"\xff\xfe\xfa,x\n")
     with pytest.raises(ManualError, match="not UTF-8"):
         read_answers(path, [])
-    assert manual.unrecorded(path, {}) == 0
+    assert marking.unrecorded(path, {}) == 0
