@@ -53,7 +53,7 @@ class CellError:
 
 
 class KernelError(RuntimeError):
-    """Code given to `NotebookRun.ask` raised in the kernel."""
+    """Code given to `LiveNotebook.ask` raised in the kernel."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Prepared:
     env: tuple[tuple[str, str], ...] = ()
 
 
-class NotebookRun:
+class LiveNotebook:
     """A notebook executed top to bottom by the grader's run stage, its kernel alive for questions.
 
     Attributes:
@@ -90,7 +90,7 @@ class NotebookRun:
         self.error_cell: int | None = None
         self.wall_s = 0.0
 
-    def start(self) -> NotebookRun:
+    def start(self) -> LiveNotebook:
         """Start the kernel and execute every cell."""
         kernel = KernelSession(
             workdir=self.workdir, limits=self.limits, sandbox=sandbox_info(None),
@@ -136,9 +136,9 @@ class NotebookRun:
             self.kernel = None
 
 
-def run_notebook(source: Path, *, workdir: Path, prepared: Prepared = Prepared()) -> NotebookRun:
+def run_notebook(source: Path, *, workdir: Path, prepared: Prepared = Prepared()) -> LiveNotebook:
     """Execute ``source`` in ``workdir`` in a fresh kernel and shut the kernel down."""
-    run = NotebookRun(source, workdir=workdir, prepared=prepared)
+    run = LiveNotebook(source, workdir=workdir, prepared=prepared)
     try:
         return run.start()
     finally:
@@ -184,8 +184,8 @@ def solutions_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("solutions-run")
 
 
-def _live_run(name: str, workdir: Path, prepared: Prepared) -> Iterator[NotebookRun]:
-    run = NotebookRun(SOLUTIONS / name, workdir=workdir, prepared=prepared)
+def _live_run(name: str, workdir: Path, prepared: Prepared) -> Iterator[LiveNotebook]:
+    run = LiveNotebook(SOLUTIONS / name, workdir=workdir, prepared=prepared)
     try:
         yield run.start()
     finally:
@@ -193,19 +193,19 @@ def _live_run(name: str, workdir: Path, prepared: Prepared) -> Iterator[Notebook
 
 
 @pytest.fixture(scope="session")
-def convolution_run(solutions_workdir, kernel_env) -> Iterator[NotebookRun]:
+def convolution_run(solutions_workdir, kernel_env) -> Iterator[LiveNotebook]:
     """``solutions/01_convolution.ipynb`` executed; its kernel answers ``ask``."""
     yield from _live_run("01_convolution.ipynb", solutions_workdir, kernel_env)
 
 
 @pytest.fixture(scope="session")
-def cnn_run(solutions_workdir, kernel_env) -> Iterator[NotebookRun]:
+def cnn_run(solutions_workdir, kernel_env) -> Iterator[LiveNotebook]:
     """``solutions/02_cnn_fashion_mnist.ipynb`` executed; it saved ``cnn_fashion_mnist.pt2``."""
     yield from _live_run("02_cnn_fashion_mnist.ipynb", solutions_workdir, kernel_env)
 
 
 @pytest.fixture(scope="session")
-def transfer_run(cnn_run, solutions_workdir, kernel_env) -> Iterator[NotebookRun]:
+def transfer_run(cnn_run, solutions_workdir, kernel_env) -> Iterator[LiveNotebook]:
     """``solutions/03_transfer_resnet18.ipynb`` executed after ``02``, with the stand-in weights."""
     yield from _live_run("03_transfer_resnet18.ipynb", solutions_workdir, kernel_env)
 

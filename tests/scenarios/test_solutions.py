@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from grader.assignments import CNN, CONVOLUTION, TRANSFER
+from grader.assignments import ASSIGNMENTS, CNN, CONVOLUTION, TRANSFER
 from grader.cli import EXIT_OK, main
 from grader.grade import grade_notebook_run
 from grader.paths import KIT_ROOT
@@ -20,10 +20,13 @@ from grader.run.execute import NotebookRun
 
 pytestmark = pytest.mark.slow
 
+SOLUTIONS = [assignment.notebook for assignment in ASSIGNMENTS]
 
 
-def needs(name: str):
-    return pytest.mark.skipif(not (KIT_ROOT / "solutions" / name).is_file(), reason=f"solutions/{name} not written yet")
+@pytest.mark.parametrize("name", SOLUTIONS)
+def test_every_reference_solution_is_there(name):
+    """A missing reference solution fails here, by name, instead of its tests skipping."""
+    assert (KIT_ROOT / "solutions" / name).is_file(), f"solutions/{name} is missing: the kit ships all three"
 
 
 def grade_conftest_run(run, assignment, tmp_path, hidden_seed=2024):
@@ -43,12 +46,10 @@ def assert_full_points(checks):
             assert check.status == "passed" and check.points == check.max_points, f"{check.name}: {check.message}"
 
 
-@needs("01_convolution.ipynb")
 def test_reference_convolutions_pass_the_hidden_cases(convolution_run, tmp_path):
     assert_full_points(grade_conftest_run(convolution_run, CONVOLUTION, tmp_path))
 
 
-@needs("02_cnn_fashion_mnist.ipynb")
 def test_reference_cnn_gets_full_points(cnn_run, tmp_path):
     checks = grade_conftest_run(cnn_run, CNN, tmp_path)
     assert_full_points(checks)
@@ -67,14 +68,12 @@ def grader_weights(standin_weights, monkeypatch):
     grading_weights.cache_clear()
 
 
-@needs("03_transfer_resnet18.ipynb")
 def test_reference_transfer_gets_full_points(transfer_run, grader_weights, tmp_path):
     checks = grade_conftest_run(transfer_run, TRANSFER, tmp_path)
     assert_full_points(checks)
     assert "stand-in (NOT official)" in checks["pretrained"].message
 
 
-@needs("01_convolution.ipynb")
 def test_command_line_grades_the_solution_and_the_template(tmp_path, capsys):
     paths = [str(KIT_ROOT / "solutions" / "01_convolution.ipynb"), str(KIT_ROOT / "assignments" / "01_convolution.ipynb")]
     assert main(["grade", *paths, "--out", str(tmp_path), "--hidden-seed", "1"]) == EXIT_OK

@@ -32,7 +32,6 @@ from grader.classroom.merge import merge
 from grader.classroom.summaries import overview_markdown
 from grader.cli import EXIT_USAGE, main
 from grader.confine.limits import threads_per_process
-from grader.confine.sandbox import sandbox_info
 from grader.options import GradeOptions, Limits
 from grader.paths import KIT_ROOT
 from grader.report.formats import write_reports
@@ -115,7 +114,6 @@ def test_fingerprint_follows_the_notebooks_the_options_and_the_grader(tmp_path, 
     assert fingerprinted(hidden_seed=1) == first
     assert fingerprinted(hidden_seed=2) != first  # another hidden seed: graded again
     assert fingerprinted(hidden_seed=None) != first  # self-check vs grade
-    assert fingerprinted(hidden_seed=1, sandbox=False) != first or not sandbox_info(None).enabled
     assert fingerprinted(hidden_seed=1, limits=Limits(memory_gib=3)) != first
     context = grading_context(GradeOptions(hidden_seed=123456789), out, weights=False)
     assert "123456789" not in context  # only a salted hash of the seed is kept
@@ -123,9 +121,29 @@ def test_fingerprint_follows_the_notebooks_the_options_and_the_grader(tmp_path, 
 
     monkeypatch.setattr(paths, "code_version", lambda: "another grader")
     assert fingerprinted(hidden_seed=1) != first
+
     monkeypatch.undo()
     write_notebook(folder / "01_convolution.ipynb", "x = 2")
     assert fingerprinted(hidden_seed=1) != first
+
+
+@pytest.mark.parametrize("bubblewrap", ["works", "missing"])
+def test_fingerprint_follows_the_confinement_in_force(tmp_path, monkeypatch, bubblewrap):
+    """A result graded confined is not reused for an unconfined grading, nor the reverse, on a
+    machine with bubblewrap and on one without (where asking for it changes nothing)."""
+    from grader.confine import sandbox
+
+    monkeypatch.setattr(sandbox, "probe_bwrap", lambda: None if bubblewrap == "works" else "bwrap is missing")
+    folder, out = tmp_path / "s", tmp_path / "out"
+    write_notebook(folder / "01_convolution.ipynb", "x = 1")
+
+    def fingerprinted(sandbox: bool | None) -> str:
+        return fingerprint(folder, grading_context(GradeOptions(hidden_seed=1, sandbox=sandbox), out, weights=False))
+
+    if bubblewrap == "works":
+        assert fingerprinted(None) == fingerprinted(True) != fingerprinted(False)
+    else:  # nothing is confined either way: the same grading
+        assert fingerprinted(None) == fingerprinted(False)
 
 
 def _result(name: str, points: list[float], *, failed: str | None = None) -> SubmissionResult:
