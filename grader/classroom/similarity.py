@@ -66,7 +66,7 @@ SUMMARY = "summary.json"
 PAIRS_CSV = "pairs.csv"
 
 # Percent of a submission's own code found in the other one. Near copies (names changed, cells
-# moved, comments rewritten) score 100%; the honest solutions of tests/test_grader_similarity.py
+# moved, comments rewritten) score 100%; the honest solutions of tests/unit/classroom/test_similarity.py
 # share at most half of their own code: 70 lists the first and not the second.
 DEFAULT_THRESHOLD = 70.0
 # copydetect's default noise threshold: the shortest match that counts, in characters of

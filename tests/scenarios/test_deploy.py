@@ -1,7 +1,7 @@
 """The Slurm job array and the Kubernetes Indexed Job that grade a class beyond one machine: their
 syntax, and a dry run of their shard arithmetic (a stand-in ``python`` records the command each
 task would run; a stand-in ``sbatch`` records what ``submit.sh`` submits). The Slurm files also
-run on a real, local Slurm in ``tests/test_deploy_slurm.py``; Kubernetes cannot run here.
+run on a real, local Slurm in ``tests/scenarios/test_deploy_slurm.py``; Kubernetes cannot run here.
 """
 
 from __future__ import annotations
