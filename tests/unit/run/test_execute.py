@@ -209,12 +209,12 @@ def test_whole_notebook_cpu_budget_stops_the_run_but_keeps_the_kernel(tmp_path):
         BURN.format(seconds=2),
         BURN.format(seconds=30),
         "z = 3",
-        limits=Limits(cell_timeout=20, timeout=6),
+        limits=Limits(cell_timeout=20, timeout=9),
     ) as result_run:
         result = result_run.result
         assert [c.status for c in result.cells] == ["ok", "ok", "ok", "timeout", "not_run"]
         assert result.failure.kind == "notebook_timeout" and result.failure.cell == 3
-        assert "limit of 6 CPU-s" in result.failure.message
+        assert "limit of 9 CPU-s" in result.failure.message
         assert result_run.kernel.run_code("print(x)", timeout=10).stdout.strip() == "1"
 
 
