@@ -28,6 +28,7 @@ from grader.evidence import figures as shown
 from grader.evidence.artifacts import ModelEvidence, grading_weights, printed_metrics, test_set, verify_saved_model
 from grader.evidence.schedule import scheduler_verdict
 from grader.evidence.training import Tie, tie_trainers
+from grader.markers import CODE_PLACEHOLDER, PLACEHOLDERS
 from grader.options import Limits
 from grader.results import SandboxInfo, Status
 from grader.run.kernel import PROBE_TIMEOUT_S, ProbeAnswer
@@ -35,9 +36,8 @@ from grader.run.kernel import PROBE_TIMEOUT_S, ProbeAnswer
 if TYPE_CHECKING:
     from grader.run.execute import NotebookRun
 
-__all__ = ["PLACEHOLDERS", "Context", "Outcome"]
+__all__ = ["Context", "Outcome"]
 
-PLACEHOLDERS = ("<YOUR CODE>", "<YOUR ANSWER>")
 HEADS = ("fc.", "fc.1.")  # nn.Linear(512, 10), or nn.Sequential(nn.Dropout(p), nn.Linear(512, 10))
 
 
@@ -224,7 +224,7 @@ def runs(ctx: Context, *, shown: int = 3) -> Outcome:
         if any(p in ctx.notebook.cells[cell.index].source for p in PLACEHOLDERS)
     ]
     if unfilled:
-        problems.append(f"Cells {', '.join(unfilled)} still have <YOUR CODE>: write your solution there.")
+        problems.append(f"Cells {', '.join(unfilled)} still have {CODE_PLACEHOLDER}: write your solution there.")
     errors = result.errors
     for cell in errors[:shown]:
         if cell.status == "error":
