@@ -17,6 +17,7 @@ pointing at the cell responsible (`Context.explain_missing`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -553,10 +554,7 @@ def parameter_split(ctx: Context, *, artifact: str, model: str = "model") -> Out
 
 
 def _numel(shape: list[int]) -> int:
-    total = 1
-    for dimension in shape:
-        total *= dimension
-    return total if shape else 0
+    return math.prod(shape) if shape else 0
 
 
 def backbone_pretrained(ctx: Context, *, artifact: str, weights_name: str = "weights_info") -> Outcome:
