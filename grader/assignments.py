@@ -8,7 +8,7 @@ threshold or a point value, edit the table below; the total per notebook is the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -43,8 +43,6 @@ class Assignment:
         notebook: file name in a submission folder.
         title: for reports.
         checks: in report order.
-        artifacts: files the notebook must write in its folder; left out of the scratch copy so a
-            stale file in the submission cannot pass for this run's output.
         needs_data: the grader prepares Fashion-MNIST before the run (the kernel cannot write
             the data folder in the sandbox) and evaluates saved models on it.
         needs_weights: the grader resolves the ResNet-18 weights before the run.
@@ -53,22 +51,12 @@ class Assignment:
     notebook: str
     title: str
     checks: tuple[CheckDef, ...]
-    artifacts: tuple[str, ...] = ()
     needs_data: bool = False
     needs_weights: bool = False
-    template: Path | None = field(default=None, compare=False)
 
     @property
     def max_points(self) -> float:
         return sum(check.points for check in self.checks)
-
-    @property
-    def max_manual(self) -> float:
-        return sum(check.manual_points for check in self.checks)
-
-    @property
-    def stem(self) -> str:
-        return Path(self.notebook).stem
 
 
 ACC_THRESHOLD = 0.7
@@ -149,7 +137,6 @@ CNN_MODEL = "cnn_fashion_mnist.pt2"
 CNN = Assignment(
     notebook="02_cnn_fashion_mnist.ipynb",
     title="A CNN for Fashion-MNIST",
-    artifacts=(CNN_MODEL,),
     needs_data=True,
     checks=(
         RUNS,
@@ -167,10 +154,8 @@ RESNET_MODEL = "resnet18_fashion_mnist.pt2"
 TRANSFER = Assignment(
     notebook="03_transfer_resnet18.ipynb",
     title="Transfer learning with ResNet-18",
-    artifacts=(RESNET_MODEL,),
     needs_data=True,
     needs_weights=True,
-    template=ASSIGNMENTS_DIR / "03_transfer_resnet18.ipynb",
     checks=(
         RUNS,
         CheckDef(

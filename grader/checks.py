@@ -17,6 +17,7 @@ pointing at the cell responsible (`Context.explain_missing`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from grader.evidence import convolution as conv
 from grader.evidence import figures as shown
+from grader.evidence.answers import ANSWER_HEADING, read_written_answer
 from grader.evidence.artifacts import ModelEvidence, grading_weights, printed_metrics, test_set, verify_saved_model
 from grader.evidence.schedule import scheduler_verdict
 from grader.evidence.training import Tie, tie_trainers
+from grader.markers import CODE_PLACEHOLDER, PLACEHOLDERS
 from grader.options import Limits
 from grader.results import SandboxInfo, Status
 from grader.run.kernel import PROBE_TIMEOUT_S, ProbeAnswer
@@ -35,9 +38,8 @@ from grader.run.kernel import PROBE_TIMEOUT_S, ProbeAnswer
 if TYPE_CHECKING:
     from grader.run.execute import NotebookRun
 
-__all__ = ["PLACEHOLDERS", "Context", "Outcome"]
+__all__ = ["Context", "Outcome"]
 
-PLACEHOLDERS = ("<YOUR CODE>", "<YOUR ANSWER>")
 HEADS = ("fc.", "fc.1.")  # nn.Linear(512, 10), or nn.Sequential(nn.Dropout(p), nn.Linear(512, 10))
 
 
@@ -224,7 +226,7 @@ def runs(ctx: Context, *, shown: int = 3) -> Outcome:
         if any(p in ctx.notebook.cells[cell.index].source for p in PLACEHOLDERS)
     ]
     if unfilled:
-        problems.append(f"Cells {', '.join(unfilled)} still have <YOUR CODE>: write your solution there.")
+        problems.append(f"Cells {', '.join(unfilled)} still have {CODE_PLACEHOLDER}: write your solution there.")
     errors = result.errors
     for cell in errors[:shown]:
         if cell.status == "error":
@@ -552,10 +554,7 @@ def parameter_split(ctx: Context, *, artifact: str, model: str = "model") -> Out
 
 
 def _numel(shape: list[int]) -> int:
-    total = 1
-    for dimension in shape:
-        total *= dimension
-    return total if shape else 0
+    return math.prod(shape) if shape else 0
 
 
 def backbone_pretrained(ctx: Context, *, artifact: str, weights_name: str = "weights_info") -> Outcome:
@@ -732,75 +731,30 @@ def image_grid(ctx: Context, *, artifact: str, kind: str) -> Outcome:
 # ------------------------------------------------------------------------------- written answers
 
 
-MAX_ANSWER_CHARS = 20_000
-ANSWER_HEADING = r"размышл|сравн|compar"  # the heading of the written comparison, when no template says
-
-
 def written_answer(ctx: Context, *, template: Path | None, keywords: str = ANSWER_HEADING) -> Outcome:
     """The written comparison is there; a person reads it (no automatic points).
 
-    The answer is whatever follows the question's heading: Markdown cells, and the outputs of
-    code cells (the reference solution builds its comparison table in code). The heading is the
-    cell before the template's last placeholder cell, else a Markdown heading matching
-    ``keywords``.
+    The answer is read from the notebook by `grader.evidence.answers.read_written_answer`: what
+    follows the question's heading (the cell before the template's last placeholder cell, else a
+    Markdown heading matching ``keywords``).
     """
     if ctx.notebook is None:
         return Outcome("skipped", "no notebook", 0.0, manual=True)
-    cells = ctx.notebook.cells
-    start = _question_cell(cells, template, re.compile(keywords, re.IGNORECASE))
-    if start is None:
+    answer = read_written_answer(ctx.notebook, template, keywords)
+    if answer.start is None:
         return failed("the section with the written comparison of the two models was not found; keep its heading.")
-    parts = []
-    for cell in cells[start + 1 :]:
-        if cell.cell_type == "markdown":
-            parts.append(cell.source)
-        elif cell.cell_type == "code":
-            for output in cell.outputs:
-                if output.output_type in ("display_data", "execute_result"):
-                    parts.append(
-                        output.get("data", {}).get("text/markdown") or output.get("data", {}).get("text/plain", "")
-                    )
-                elif output.output_type == "stream" and output.get("name") == "stdout":
-                    parts.append(output.get("text", ""))
-    text = "\n".join(part if isinstance(part, str) else "".join(part) for part in parts)
-    for placeholder in PLACEHOLDERS:
-        text = text.replace(placeholder, "")
-    words = text.split()
+    words = answer.text.split()
     if len(words) < 10:
         return failed(
-            f"the written comparison of the two models (after cell {start}) is empty or too short: "
+            f"the written comparison of the two models (after cell {answer.start}) is empty or too short: "
             "write it there, as text or as the output of your code."
         )
     excerpt = " ".join(words)
     excerpt = excerpt if len(excerpt) <= 300 else excerpt[:297] + "..."
     return Outcome(
         "skipped",
-        f"for the instructor to read ({len(words)} words after cell {start}): {excerpt}",
+        f"for the instructor to read ({len(words)} words after cell {answer.start}): {excerpt}",
         0.0,
         manual=True,
-        answer=text.strip()[:MAX_ANSWER_CHARS],
+        answer=answer.kept,
     )
-
-
-def _question_cell(cells: list[Any], template: Path | None, keywords: re.Pattern[str]) -> int | None:
-    question = None
-    if template is not None and template.is_file():
-        import nbformat
-
-        try:
-            blank = nbformat.read(template, as_version=4).cells
-            last = max(i for i, cell in enumerate(blank) if any(p in cell.source for p in PLACEHOLDERS))
-            question = next(
-                blank[i].source.strip() for i in range(last - 1, -1, -1) if blank[i].cell_type == "markdown"
-            )
-        except (ValueError, StopIteration, OSError, nbformat.reader.NotJSONError):
-            question = None
-    found = None
-    for index, cell in enumerate(cells):
-        if cell.cell_type != "markdown":
-            continue
-        if question is not None and cell.source.strip() == question:
-            return index
-        if cell.source.lstrip().startswith("#") and keywords.search(cell.source.splitlines()[0]):
-            found = index
-    return found

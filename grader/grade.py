@@ -11,8 +11,6 @@ kernel is a graded result. Only a fault of the grader itself is recorded, as ``g
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 import tempfile
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 from grader.assignments import ASSIGNMENTS, GENERIC, Assignment, CheckDef, find_assignment
 from grader.checks import Context, Outcome
 from grader.confine.sandbox import sandbox_info
+from grader.evidence.answers import answer_digest, quoted_numbers
 from grader.options import GradeOptions, Limits
 from grader.results import CheckResult, NotebookResult, SandboxInfo, SubmissionResult
 from grader.run.execute import NotebookRun, copy_notebook, execute_notebook
@@ -121,9 +120,6 @@ def _prepare(assignments: list[Assignment]) -> _Prepared:
 _UNREADABLE = {"missing": "is missing", "invalid": "could not be read"}
 
 
-_NUMBER = re.compile(r"\d+[.,]\d+\s*%?|\d+\s*%")
-
-
 def _check_result(check: CheckDef, outcome: Outcome) -> CheckResult:
     points = check.points * outcome.fraction if outcome.status == "passed" else 0.0
     answer = outcome.answer if check.manual_points else ""
@@ -137,9 +133,8 @@ def _check_result(check: CheckDef, outcome: Outcome) -> CheckResult:
         manual=outcome.manual,
         manual_max=check.manual_points,
         answer=answer,
-        # Whitespace folded: re-saving a notebook must not make a scored answer look changed.
-        answer_sha=hashlib.sha256(" ".join(answer.split()).encode()).hexdigest() if answer else "",
-        numbers=list(dict.fromkeys(n.replace(" ", "") for n in _NUMBER.findall(answer)))[:30],
+        answer_sha=answer_digest(answer),
+        numbers=quoted_numbers(answer),
     )
 
 

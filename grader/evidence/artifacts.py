@@ -221,10 +221,11 @@ def verify_saved_model(
     return evidence
 
 
-_NUMBER = r"([0-9]*\.?[0-9]+)\s*(%?)"
+# A metric's value printed after its label: a number, then maybe a percent sign (group 2).
+METRIC_VALUE = r"([0-9]*\.?[0-9]+)\s*(%?)"
 _PATTERNS = {
-    "acc": re.compile(r"acc(?:uracy)?[^0-9\n]{0,20}?[:=]?\s*" + _NUMBER, re.IGNORECASE),
-    "f1": re.compile(r"f1(?:[-_ ]?score)?(?:[-_ ]?macro)?[^0-9\n]{0,20}?[:=]?\s*" + _NUMBER, re.IGNORECASE),
+    "acc": re.compile(r"acc(?:uracy)?[^0-9\n]{0,20}?[:=]?\s*" + METRIC_VALUE, re.IGNORECASE),
+    "f1": re.compile(r"f1(?:[-_ ]?score)?(?:[-_ ]?macro)?[^0-9\n]{0,20}?[:=]?\s*" + METRIC_VALUE, re.IGNORECASE),
 }
 
 

@@ -430,6 +430,126 @@ class _Progress:
     stopped: str = ""
 
 
+class _Runners:
+    """The runner in use, started afresh (`_start_runner`) whenever the last one was dropped, and
+    what the first one said about the definitions."""
+
+    def __init__(self, module: Path, *, sandbox: Any, limits: Any) -> None:
+        self.module, self.sandbox, self.limits = module, sandbox, limits
+        self.runner: Any = None
+        self.module_error: str | None = None  # None until a runner has loaded the definitions
+        self.sent = 0
+
+    def ready(self) -> str:
+        """"" when a runner is there (started now if needed), else why none could be had
+        (``"grader: ..."`` for the grading machine's fault)."""
+        if self.runner is not None:
+            return ""
+        self.runner, loaded, problem = _start_runner(self.module, sandbox=self.sandbox, limits=self.limits)
+        if self.runner is not None and self.module_error is None:  # the first runner's answer: before any case was sent
+            kind, text = str(loaded.get("error_type", ""))[:60], str(loaded.get("message", ""))[:200]
+            self.module_error = f"{kind}: {text}" if kind else ""
+        return problem
+
+    def call(self, name: str, case: ConvCase, budget: float) -> Any:
+        """Send ``case`` to function ``name``; the runner's reply (`grader.confine.worker.RunnerReply`)."""
+        import torch
+
+        self.sent += 1
+        torch.save(case.as_inputs(), self.runner.folder / f"case-{self.sent}.pt")
+        self.runner.send(json.dumps({"function": name, "index": self.sent}))
+        return self.runner.receive(cpu_budget=budget)
+
+    def answered(self, reply: Any) -> bool:
+        """The reply is the runner's answer to the case just sent."""
+        message = reply.message
+        return reply.status == "ok" and message.get("kind") == "done" and message.get("index") == self.sent
+
+    def drop(self) -> None:
+        """Close the runner: one that overran or stopped is never used again."""
+        if self.runner is not None:
+            self.runner.close()
+        self.runner = None
+
+
+def _call_order(present: list[ConvSpec], cases: dict[str, list[ConvCase]]) -> list[tuple[ConvSpec, int]]:
+    """Every public case before any hidden one: what a runner says before the first hidden case
+    (a module error, an exception's text) cannot hold a hidden value."""
+    return [
+        (spec, i) for hidden in (False, True) for spec in present for i, case in enumerate(cases[spec.name])
+        if case.hidden == hidden
+    ]
+
+
+def _take_answer(
+    answer: ConvAnswer, state: _Progress, case: ConvCase, index: int, reply: Any, runners: _Runners
+) -> None:
+    """Record the runner's answer to one case: its outcome, or that the function is not there."""
+    message = reply.message
+    state.cpu += reply.cpu_seconds
+    status = message.get("status")
+    if status in ("undefined", "not_callable"):
+        answer.problem = (
+            f"`{answer.name}` is not a function" if status == "not_callable"
+            else f"running the notebook's definitions for it failed first ({runners.module_error})"
+            if runners.module_error else "its definition did not run"
+        )
+        state.stopped = "not run"
+    else:
+        state.outputs[index] = _outcome(case, message, runners.runner.folder, runners.sent)
+    if message.get("tampered"):
+        answer.forbidden.append("numpy's convolve or correlate, put back by the notebook's code")
+    if case.large and reply.cpu_seconds > LARGE_CASE_CPU_S:
+        answer.windows = False
+
+
+def _take_failure(
+    answer: ConvAnswer, state: _Progress, case: ConvCase, index: int, reply: Any, budget: float, limits: Any
+) -> None:
+    """Record a call that overran its budget or stopped its runner (the second time): the case
+    counts, and the function's remaining cases are not run."""
+    timeout = reply.status == "timeout"
+    if timeout and case.large:
+        answer.windows = False
+    memory = "memory limit" in reply.reason  # the box's own words: never the student's
+    state.outputs[index] = (
+        (f"did not return within {CALL_CPU_S:g} CPU-s (an endless loop?)" if budget >= CALL_CPU_S
+         else f"used up the {FUNCTION_CPU_S:g} CPU-s its cases may take together") if timeout
+        else f"stopped its process by going over the memory limit of {limits.memory_gib:g} GiB" if memory
+        else "stopped its process (a crash)"
+    )
+    state.stopped = f"not run: an earlier case {'did not return' if timeout else 'stopped its process'}"
+
+
+def _run_case(runners: _Runners, answer: ConvAnswer, state: _Progress, case: ConvCase, index: int, limits: Any) -> str:
+    """One case of one function, in the runner in use or a fresh one. A runner that does not
+    start, and a call that overruns or stops its runner, are each tried once more in a fresh one
+    (never the last word of one runner) before they count.
+
+    Returns:
+        "" when the case has its outcome, else why no runner could be had (as `_start_runner`).
+    """
+    start_again = call_again = True
+    while True:
+        problem = runners.ready()
+        if problem:
+            if start_again:
+                start_again = False
+                continue
+            return problem
+        budget = min(CALL_CPU_S, max(0.5, FUNCTION_CPU_S - state.cpu))
+        reply = runners.call(answer.name, case, budget)
+        if runners.answered(reply):
+            _take_answer(answer, state, case, index, reply, runners)
+            return ""
+        runners.drop()
+        if call_again:
+            call_again = False
+            continue
+        _take_failure(answer, state, case, index, reply, budget, limits)
+        return ""
+
+
 def verify_convolutions(
     notebook: Any,
     ran: set[int],
@@ -452,10 +572,9 @@ def verify_convolutions(
     Returns:
         One `ConvAnswer` per spec. A call that overruns its CPU budget, or stops its runner, is
         tried once more in a fresh runner; then it counts, and that function's remaining cases
-        are not run.
+        are not run. When no runner can be had (twice in a row), every function found gets that
+        problem and no outputs.
     """
-    import torch
-
     from grader.evidence.recreate import recreate
 
     made = recreate(notebook, ran, [spec.name for spec in specs])
@@ -465,79 +584,25 @@ def verify_convolutions(
     }
     present = [spec for spec in specs if spec.name in made.cells]
     progress = {spec.name: _Progress([None] * len(cases[spec.name])) for spec in present}
-    # Every public case before any hidden one: what a runner says before the first hidden case
-    # (a module error, an exception's text) cannot hold a hidden value.
-    order = [(spec, i) for hidden in (False, True) for spec in present for i, case in enumerate(cases[spec.name]) if case.hidden == hidden]
     with tempfile.TemporaryDirectory(prefix="conv-") as folder:
         module = Path(folder) / "module.py"
         module.write_text(made.source)
-        runner, module_error, tried, position, sent = None, None, set(), 0, 0
+        runners = _Runners(module, sandbox=sandbox, limits=limits)
         try:
-            while position < len(order):
-                spec, index = order[position]
-                state, case = progress[spec.name], cases[spec.name][index]
+            for spec, index in _call_order(present, cases):
+                state = progress[spec.name]
                 if state.stopped:
                     state.outputs[index] = state.stopped
-                    position += 1
                     continue
-                if runner is None:
-                    runner, loaded, problem = _start_runner(module, sandbox=sandbox, limits=limits)
-                    if runner is None:
-                        if ("start", position) not in tried:
-                            tried.add(("start", position))
-                            continue
-                        for answer in answers.values():
-                            if answer.name in progress and not answer.outputs:
-                                answer.problem = problem.removeprefix("grader: ")
-                                answer.grader_fault = problem.startswith("grader: ")
-                        return answers
-                    if module_error is None:  # the first runner's answer: before any case was sent
-                        kind, text = str(loaded.get("error_type", ""))[:60], str(loaded.get("message", ""))[:200]
-                        module_error = f"{kind}: {text}" if kind else ""
-                sent += 1
-                torch.save(case.as_inputs(), runner.folder / f"case-{sent}.pt")
-                runner.send(json.dumps({"function": spec.name, "index": sent}))
-                budget = min(CALL_CPU_S, max(0.5, FUNCTION_CPU_S - state.cpu))
-                reply = runner.receive(cpu_budget=budget)
-                message = reply.message
-                if reply.status == "ok" and message.get("kind") == "done" and message.get("index") == sent:
-                    state.cpu += reply.cpu_seconds
-                    status = message.get("status")
-                    if status in ("undefined", "not_callable"):
-                        answers[spec.name].problem = (
-                            f"`{spec.name}` is not a function" if status == "not_callable"
-                            else f"running the notebook's definitions for it failed first ({module_error})"
-                            if module_error else "its definition did not run"
-                        )
-                        state.stopped = "not run"
-                    else:
-                        state.outputs[index] = _outcome(case, message, runner.folder, sent)
-                    if message.get("tampered"):
-                        answers[spec.name].forbidden.append("numpy's convolve or correlate, put back by the notebook's code")
-                    if case.large and reply.cpu_seconds > LARGE_CASE_CPU_S:
-                        answers[spec.name].windows = False
-                    position += 1
-                    continue
-                if runner is not None:
-                    runner.close()
-                runner = None
-                if (spec.name, index) not in tried:  # never the last word of one runner: once more, in a fresh one
-                    tried.add((spec.name, index))
-                    continue
-                if reply.status == "timeout" and case.large:
-                    answers[spec.name].windows = False
-                memory = "memory limit" in reply.reason  # the box's own words: never the student's
-                state.outputs[index] = (
-                    (f"did not return within {CALL_CPU_S:g} CPU-s (an endless loop?)" if budget >= CALL_CPU_S
-                     else f"used up the {FUNCTION_CPU_S:g} CPU-s its cases may take together") if reply.status == "timeout"
-                    else f"stopped its process by going over the memory limit of {limits.memory_gib:g} GiB" if memory
-                    else "stopped its process (a crash)"
-                )
-                state.stopped = f"not run: an earlier case {'did not return' if reply.status == 'timeout' else 'stopped its process'}"
-                position += 1
+                case = cases[spec.name][index]
+                problem = _run_case(runners, answers[spec.name], state, case, index, limits)
+                if problem:
+                    for name in progress:
+                        answers[name].problem = problem.removeprefix("grader: ")
+                        answers[name].grader_fault = problem.startswith("grader: ")
+                    return answers
         finally:
-            if runner is not None:
-                runner.close()
+            runners.drop()
     for name, state in progress.items():
         if not answers[name].problem:
             answers[name].outputs = list(state.outputs)

@@ -35,6 +35,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from grader.markers import ANSWER_PLACEHOLDER
+from grader.markers import CODE_PLACEHOLDER as PLACEHOLDER
 from grader.paths import ASSIGNMENTS_DIR, SOLUTIONS_DIR
 
 __all__ = [
@@ -56,8 +58,6 @@ __all__ = [
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 SOLUTION_TAG = "solution"
-PLACEHOLDER = "<YOUR CODE>"
-ANSWER_PLACEHOLDER = "<YOUR ANSWER>"
 
 
 # Notebook-format version the templates are written in (nbformat's current one).
