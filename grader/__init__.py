@@ -2,7 +2,8 @@
 
 Stages, lowest first. A module imports only from its own stage or a lower one:
 
-0. ``paths``, ``results``, ``options``: the kit's paths, the result records, the grading options.
+0. ``paths``, ``results``, ``options``, ``markers``: the kit's paths, the result records, the grading
+   options and policies, the placeholders templates and checks share.
 1. ``confine``: run a process confined (bubblewrap, process limits, CPU-time meter).
 2. ``run``: a notebook kernel's life in a confined process; executing a notebook.
 3. ``evidence``: what the grader computes itself (convolution cases, saved models, figures,

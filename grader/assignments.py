@@ -24,7 +24,7 @@ __all__ = ["ASSIGNMENTS", "GENERIC", "Assignment", "CheckDef", "find_assignment"
 class CheckDef:
     """A check as graded: stable name, one-line title, points, and the function that decides.
 
-    ``manual_points``: points an instructor gives by reading the answer (`grader.report.manual`), on
+    ``manual_points``: points an instructor gives by reading the answer (`grader.report.marking`), on
     top of the automatic ``points``; for written answers.
     """
 

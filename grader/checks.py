@@ -51,7 +51,7 @@ class Outcome:
     message: str
     fraction: float = 1.0
     manual: bool = False
-    answer: str = ""  # a written answer's text, for the instructor (`grader.report.manual`)
+    answer: str = ""  # a written answer's text, for the instructor (`grader.report.marking`)
 
 
 def passed(message: str) -> Outcome:
