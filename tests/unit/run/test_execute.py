@@ -277,3 +277,18 @@ def test_progress_bars_in_the_kernel_refresh_every_few_seconds(tmp_path):
     result = run(tmp_path, "from src.engine import _tqdm_options\nprint(_tqdm_options()['mininterval'])")
     with result as executed:
         assert executed.result.notebook.cells[0].outputs[0]["text"].strip() == "5.0"
+
+
+def test_the_result_says_which_mechanism_enforced_the_limits_and_old_result_files_still_read(tmp_path):
+    from grader.confine.limits import probe_enforcement
+    from grader.results import NotebookResult, SubmissionResult, from_dict, to_dict
+
+    with run(tmp_path, "x = 1") as result_run:
+        execution = result_run.result
+    assert execution.enforcement == probe_enforcement().describe()
+    submission = SubmissionResult("s", tmp_path, [NotebookResult("nb", tmp_path / "nb.ipynb", [], execution)])
+    data = to_dict(submission)
+    assert data["notebooks"][0]["execution"]["enforcement"] == execution.enforcement
+    assert from_dict(data).notebooks[0].execution.enforcement == execution.enforcement
+    data["notebooks"][0]["execution"]["limits"] = data["notebooks"][0]["execution"].pop("enforcement")  # before the rename
+    assert from_dict(data).notebooks[0].execution.enforcement == execution.enforcement
