@@ -45,6 +45,7 @@ from jupyter_core.utils import ensure_event_loop, run_sync
 from grader.confine.limits import ProcessBox, threads_per_process
 from grader.confine.process import OutputTail, confine, describe_exit, exit_signal
 from grader.confine.sandbox import SANDBOX_HOME, Mounts
+from grader.confine.tree import process_tree
 from grader.options import WALL_FACTOR, Limits
 from grader.paths import KERNEL_SIDE, KIT_ROOT
 from grader.results import CellRun, RunFailure, SandboxInfo
@@ -519,7 +520,7 @@ class KernelSession:
         process = getattr(self.km.provisioner, "process", None) if self.km and self.km.provisioner else None
         if process is None:
             return
-        for candidate in reversed(_tree_processes(process.pid)):  # the kernel is the deepest: not bwrap
+        for candidate in reversed(process_tree(process.pid)):  # the kernel is the deepest: not bwrap
             try:
                 argv = candidate.cmdline()
                 if "ipykernel_launcher" in argv and not os.path.basename(argv[0]).startswith("bwrap"):
@@ -648,14 +649,6 @@ def _kit_grader_setup():
 _kit_grader_setup()
 del _kit_grader_setup
 """
-
-
-def _tree_processes(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def clear_outputs(notebook: Any) -> None:
