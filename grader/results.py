@@ -117,7 +117,8 @@ class ExecutionResult:
         cells_cpu: CPU seconds the cells used (the kernel's processes and threads together).
         cpu_limit: the notebook's CPU budget (`grader.confine.limits.Limits.timeout`).
         sandbox: how the kernel was confined.
-        limits: which mechanism enforced the resource limits (`grader.confine.limits.Enforcement`).
+        enforcement: which mechanism enforced the resource limits, in words
+            (`grader.confine.limits.Enforcement.describe`; ``limits`` in result files of earlier versions).
         peak_memory: largest resident size of the kernel's process tree seen, in bytes.
         rerun_cells: when the kernel died or hung in cell k, how many cells before k were run
             again in a fresh kernel so that what they defined could still be graded (None: no
@@ -134,7 +135,7 @@ class ExecutionResult:
     cells_cpu: float = 0.0
     cpu_limit: float = 0.0
     sandbox: SandboxInfo | None = None
-    limits: str = ""
+    enforcement: str = ""
     peak_memory: int = 0
     rerun_cells: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -240,7 +241,8 @@ def from_dict(data: dict[str, Any]) -> SubmissionResult:
         if value is None:
             return None
         names = {f.name for f in dataclasses.fields(kind)}
-        kwargs = {key: item for key, item in value.items() if key in names}
+        renamed = _RENAMED.get(kind, {})
+        kwargs = {renamed.get(key, key): item for key, item in value.items() if renamed.get(key, key) in names}
         for key, nested in _NESTED.get(kind, {}).items():
             if key in kwargs:
                 item = kwargs[key]
@@ -257,4 +259,8 @@ _NESTED: dict[type, dict[str, type]] = {
     SubmissionResult: {"notebooks": NotebookResult},
     NotebookResult: {"checks": CheckResult, "execution": ExecutionResult},
     ExecutionResult: {"cells": CellRun, "failure": RunFailure, "sandbox": SandboxInfo},
+}
+# Keys of result files written by earlier versions, and the fields they are now.
+_RENAMED: dict[type, dict[str, str]] = {
+    ExecutionResult: {"limits": "enforcement"},
 }

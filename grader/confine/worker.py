@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from grader.confine.limits import ProcessBox, threads_per_process
-from grader.confine.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
+from grader.confine.process import OutputTail, confine, describe_exit
+from grader.confine.sandbox import SANDBOX_HOME, Mounts
 from grader.options import WALL_FACTOR, Limits
 from grader.paths import KIT_ROOT
 from grader.results import SandboxInfo
@@ -91,39 +92,17 @@ def _spawn(
 ) -> tuple[subprocess.Popen, ProcessBox, Path]:
     """Start ``script`` confined: a private folder (mode 0700) with the script, its inputs and
     ``request.json``; bwrap; a `ProcessBox`. The caller closes the box and removes the folder."""
-    folder = Path(tempfile.mkdtemp(prefix="gw-"))  # private (0700)
+    folder = _private_folder(script, request, inputs)
     box: ProcessBox | None = None
     try:
-        shutil.copy(script, folder / script.name)
-        placed = {}
-        for label, source in (inputs or {}).items():
-            shutil.copyfile(source, folder / label)  # a plain copy: the worker may not reach the original
-            placed[label] = str(folder / label)
-        (folder / "request.json").write_text(json.dumps({**request, "inputs": placed, "kit_root": str(KIT_ROOT)}))
         argv = [sys.executable, "-I", str(folder / script.name), str(folder / "request.json")]
-        env = {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
-            "HOME": SANDBOX_HOME if sandbox.enabled else str(folder),
-            "TMPDIR": "/tmp" if sandbox.enabled else str(folder),
-            "LANG": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-            "MPLBACKEND": "agg",
-            **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
-        }
-        threads = threads or threads_per_process()  # never more threads than the cores the grader may use
-        env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-        if sandbox.enabled:
-            argv = bwrap_argv(
-                argv,
-                mounts=Mounts(readonly=list(readonly), writable=[folder], masked=list(masked)),
-                cwd=folder,
-                scratch=folder,
-                tmp_bytes=int(limits.memory_gib * 2**30 / 4),
-            )
-        box = ProcessBox(name, limits, watch_dirs=(folder,))
+        command, box = confine(
+            argv, _worker_env(folder, sandboxed=sandbox.enabled, threads=threads), name=name, limits=limits,
+            sandboxed=sandbox.enabled, mounts=Mounts(readonly=list(readonly), writable=[folder], masked=list(masked)),
+            cwd=folder, scratch=folder, watch_dirs=(folder,),
+        )
         process = subprocess.Popen(
-            box.command(argv, env), cwd=folder, stdin=stdin, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, pass_fds=pass_fds,
+            command, cwd=folder, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=pass_fds
         )
         box.started(process.pid)
         return process, box, folder
@@ -132,6 +111,40 @@ def _spawn(
             box.close()
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _private_folder(script: Path, request: dict[str, Any], inputs: dict[str, Path] | None) -> Path:
+    """A new folder (mode 0700) holding the script, plain copies of its inputs and ``request.json``
+    (the request, with the inputs' paths inside and the kit's root)."""
+    folder = Path(tempfile.mkdtemp(prefix="gw-"))  # private (0700)
+    try:
+        shutil.copy(script, folder / script.name)
+        placed = {}
+        for label, source in (inputs or {}).items():
+            shutil.copyfile(source, folder / label)  # a plain copy: the worker may not reach the original
+            placed[label] = str(folder / label)
+        (folder / "request.json").write_text(json.dumps({**request, "inputs": placed, "kit_root": str(KIT_ROOT)}))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def _worker_env(folder: Path, *, sandboxed: bool, threads: int | None) -> dict[str, str]:
+    """A worker's whole environment: set by the grader, threads capped (``threads``, default
+    `threads_per_process`)."""
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        "HOME": SANDBOX_HOME if sandboxed else str(folder),
+        "TMPDIR": "/tmp" if sandboxed else str(folder),
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "MPLBACKEND": "agg",
+        **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+    }
+    threads = threads or threads_per_process()  # never more threads than the cores the grader may use
+    env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    return env
 
 
 def run_worker(
@@ -165,47 +178,44 @@ def run_worker(
     process, box, folder = _spawn(script, request, name=name, limits=limits, sandbox=sandbox, inputs=inputs, readonly=readonly)
     try:
         status, reason, log = _wait(process, box, timeout=timeout)
-        result = WorkerResult(status, reason=reason, log=log)
-        raw = _read_plain(folder / "answers.json")
-        try:
-            result.answers = json.loads(raw) if raw else {}
-            if not isinstance(result.answers, dict):
-                result.answers = {}
-        except ValueError:
-            result.answers = {}
-        raw_tensors = _read_plain(folder / "tensors.pt")
-        if raw_tensors:
-            import io
-
-            import torch
-
-            try:
-                loaded = torch.load(io.BytesIO(raw_tensors), weights_only=True)
-                result.tensors = loaded if isinstance(loaded, dict) else {}
-            except Exception:
-                result.tensors = {}
-        result.cpu_seconds = box.cpu_seconds()
-        result.elapsed = time.monotonic() - started
-        return result
+        return WorkerResult(
+            status,
+            answers=_read_answers(folder / "answers.json"),
+            tensors=_read_tensors(folder / "tensors.pt"),
+            reason=reason,
+            log=log,
+            elapsed=time.monotonic() - started,
+            cpu_seconds=box.cpu_seconds(),
+        )
     finally:
         box.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class _Tail(threading.Thread):
-    """Drains a process's output while it runs (a full pipe would block it), keeping the end."""
+def _read_answers(path: Path) -> dict[str, Any]:
+    """A worker's ``answers.json``: a JSON object, else nothing (missing, too big, not an object)."""
+    raw = _read_plain(path)
+    try:
+        answers = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return answers if isinstance(answers, dict) else {}
 
-    def __init__(self, stream: Any, size: int = 8192) -> None:
-        super().__init__(daemon=True, name="worker-output")
-        self.stream, self.size, self.tail = stream, size, bytearray()
 
-    def run(self) -> None:
-        for chunk in iter(lambda: self.stream.read1(65536), b""):
-            self.tail.extend(chunk)
-            del self.tail[: -self.size]
+def _read_tensors(path: Path) -> dict[str, Any]:
+    """A worker's ``tensors.pt``, loaded with ``weights_only=True`` (data only, never code), else nothing."""
+    raw = _read_plain(path)
+    if not raw:
+        return {}
+    import io
 
-    def text(self) -> str:
-        return bytes(self.tail).decode(errors="replace")
+    import torch
+
+    try:
+        loaded = torch.load(io.BytesIO(raw), weights_only=True)
+    except Exception:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _wait(process: subprocess.Popen, box: ProcessBox, *, timeout: float) -> tuple[str, str, str]:
@@ -215,7 +225,7 @@ def _wait(process: subprocess.Popen, box: ProcessBox, *, timeout: float) -> tupl
     Returns:
         ``(status, reason, the end of its output)``.
     """
-    tail = _Tail(process.stdout)
+    tail = OutputTail(process.stdout, name="worker-output")
     tail.start()
     start_cpu = box.cpu_seconds()
     deadline = time.monotonic() + timeout * WALL_FACTOR
@@ -235,7 +245,7 @@ def _wait(process: subprocess.Popen, box: ProcessBox, *, timeout: float) -> tupl
     tail.join(timeout=5)
     if status == "ok" and process.returncode != 0:
         status = "died"
-        reason = box.reason() or _exit_reason(process.returncode)
+        reason = box.reason() or describe_exit(process.returncode)
     return status, reason, tail.text()
 
 
@@ -306,7 +316,7 @@ class Runner:
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True, name=f"runner-{name}")
         self._reader.start()
-        self._tail = _Tail(self.process.stdout)
+        self._tail = OutputTail(self.process.stdout, name="worker-output")
         self._tail.start()
         self.closed = False
 
@@ -357,7 +367,7 @@ class Runner:
             if line is not None:
                 if line == b"":
                     self.process.wait()
-                    reason = self.box.reason() or _exit_reason(self.process.returncode)
+                    reason = self.box.reason() or describe_exit(self.process.returncode)
                     self.close()
                     return RunnerReply("died", cpu_seconds=used, reason=reason)
                 try:
@@ -394,14 +404,3 @@ class Runner:
         self._replies.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
-
-def _exit_reason(code: int) -> str:
-    import signal
-
-    if code < 0 or code > 128:
-        number = -code if code < 0 else code - 128
-        try:
-            return f"killed by {signal.Signals(number).name}"
-        except ValueError:
-            return f"killed by signal {number}"
-    return f"exited with code {code}"

@@ -39,7 +39,7 @@ def to_json(result: SubmissionResult, *, extra: dict[str, Any] | None = None) ->
 
 def _sandbox_line(result: SubmissionResult) -> str:
     infos = {n.execution.sandbox.describe() for n in result.notebooks if n.execution and n.execution.sandbox}
-    limits = {n.execution.limits for n in result.notebooks if n.execution and n.execution.limits}
+    limits = {n.execution.enforcement for n in result.notebooks if n.execution and n.execution.enforcement}
     return "; ".join(sorted(infos) + sorted(limits)) or "no notebook ran"
 
 

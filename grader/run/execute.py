@@ -277,7 +277,7 @@ def execute_notebook(
         kernel = KernelSession(workdir=workdir, seed=seed, limits=limits, sandbox=info)
         kernel.start()
     result.sandbox = kernel.sandbox
-    result.limits = kernel.box.enforcement.describe() if kernel.box is not None else ""
+    result.enforcement = kernel.box.enforcement.describe() if kernel.box is not None else ""
     indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and cell.source.strip()]
 
     runs, failure, usable = kernel.run_cells(notebook, indices)

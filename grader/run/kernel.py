@@ -20,6 +20,7 @@ on which kernels the machine has registered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import json
@@ -42,7 +43,9 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import ensure_event_loop, run_sync
 
 from grader.confine.limits import ProcessBox, threads_per_process
-from grader.confine.sandbox import SANDBOX_HOME, Mounts, bwrap_argv
+from grader.confine.process import OutputTail, confine, describe_exit, exit_signal
+from grader.confine.sandbox import SANDBOX_HOME, Mounts
+from grader.confine.tree import process_tree
 from grader.options import WALL_FACTOR, Limits
 from grader.paths import KERNEL_SIDE, KIT_ROOT
 from grader.results import CellRun, RunFailure, SandboxInfo
@@ -187,23 +190,6 @@ class _KernelManager(AsyncKernelManager):
         )
 
 
-class _LogTail(threading.Thread):
-    """Reads a process's stdout and stderr (not the notebook's outputs) and keeps the last bytes."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(daemon=True, name="kernel-log")
-        self.stream = stream
-        self.tail = bytearray()
-
-    def run(self) -> None:
-        for chunk in iter(lambda: self.stream.read1(65536), b""):
-            self.tail += chunk
-            del self.tail[:-LOG_TAIL_BYTES]
-
-    def text(self) -> str:
-        return self.tail.decode(errors="replace")
-
-
 class KernelSession:
     """A fresh IPython kernel for one notebook, from start to close.
 
@@ -248,7 +234,7 @@ class KernelSession:
         self.km: _KernelManager | None = None
         self.box: ProcessBox | None = None
         self.runtime_dir: Path | None = None
-        self._log: _LogTail | None = None
+        self._log: OutputTail | None = None
         self._client: NotebookClient | None = None
         self._probes = itertools.count()
         # What this kernel has run, so that `revive` can run it again in a fresh one.
@@ -288,16 +274,11 @@ class KernelSession:
             f"--IPKernelApp.exec_files={startup}",
             "--HistoryManager.hist_file=:memory:",
         ]
-        if self.sandbox.enabled:
-            # /tmp and /dev/shm are memory: a quarter of the limit (the cgroup counts them too).
-            command = bwrap_argv(
-                command,
-                mounts=Mounts(readonly=list(self.readonly), writable=[self.workdir, self.runtime_dir]),
-                cwd=self.workdir,
-                scratch=self.runtime_dir,
-                tmp_bytes=int(self.limits.memory_gib * 2**30 / 4),
-            )
-        self.box = ProcessBox("kernel", self.limits, watch_dirs=(self.workdir,))
+        argv, self.box = confine(
+            command, env, name="kernel", limits=self.limits, sandboxed=self.sandbox.enabled,
+            mounts=Mounts(readonly=list(self.readonly), writable=[self.workdir, self.runtime_dir]),
+            cwd=self.workdir, scratch=self.runtime_dir, watch_dirs=(self.workdir,),
+        )
         # Inside bwrap's network namespace the kernel cannot reach the grader's TCP loopback:
         # Unix sockets in its runtime folder instead. Unconfined, TCP on the loopback.
         if self.sandbox.enabled:
@@ -305,12 +286,12 @@ class KernelSession:
         else:
             transport, ip = "tcp", "127.0.0.1"
         self.km = _KernelManager(transport=transport, ip=ip, connection_file=str(self.runtime_dir / "kernel.json"))
-        self.km.grader_argv = tuple(self.box.command(command, env))
+        self.km.grader_argv = tuple(argv)
         run_sync(self.km.start_kernel)(
             env=env, cwd=str(self.workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         process = self.km.provisioner.process
-        self._log = _LogTail(process.stdout)
+        self._log = OutputTail(process.stdout, size=LOG_TAIL_BYTES, name="kernel-log")
         self._log.start()
         self.box.started(process.pid)
 
@@ -539,7 +520,7 @@ class KernelSession:
         process = getattr(self.km.provisioner, "process", None) if self.km and self.km.provisioner else None
         if process is None:
             return
-        for candidate in reversed(_tree_processes(process.pid)):  # the kernel is the deepest: not bwrap
+        for candidate in reversed(process_tree(process.pid)):  # the kernel is the deepest: not bwrap
             try:
                 argv = candidate.cmdline()
                 if "ipykernel_launcher" in argv and not os.path.basename(argv[0]).startswith("bwrap"):
@@ -585,15 +566,11 @@ class KernelSession:
             code = process.poll()
         if code is None:
             return "the kernel died"
-        if code < 0 or code > 128:
-            number = -code if code < 0 else code - 128
-            try:
-                name = signal.Signals(number).name
-            except ValueError:
-                name = f"signal {number}"
-            hint = " (often the system running out of memory)" if number == signal.SIGKILL else ""
-            return f"the kernel was killed by {name}{hint}"
-        return f"the kernel exited with code {code} (os._exit or sys.exit in a cell?)"
+        number = exit_signal(code)
+        if number is None:
+            return f"the kernel {describe_exit(code)} (os._exit or sys.exit in a cell?)"
+        hint = " (often the system running out of memory)" if number == signal.SIGKILL else ""
+        return f"the kernel was {describe_exit(code)}{hint}"
 
     def _fatal_log_line(self) -> str:
         """The kernel process's last "Fatal Python error" or "Segmentation fault" line, if any."""
@@ -672,14 +649,6 @@ def _kit_grader_setup():
 _kit_grader_setup()
 del _kit_grader_setup
 """
-
-
-def _tree_processes(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def clear_outputs(notebook: Any) -> None:
@@ -768,9 +737,7 @@ def _close_client(client: NotebookClient) -> None:
         client.kc = None
 
 
-_MPL_CACHE: Path | None | bool = False
-
-
+@functools.cache
 def _matplotlib_cache() -> Path | None:
     """A primed matplotlib config folder to copy into each kernel.
 
@@ -778,9 +745,6 @@ def _matplotlib_cache() -> Path | None:
     folder, with a warning, when its config folder is not writable. The grader builds it once in
     its cache folder; each kernel gets a writable copy.
     """
-    global _MPL_CACHE
-    if _MPL_CACHE is not False:
-        return _MPL_CACHE  # type: ignore[return-value]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnn-course-kit" / "matplotlib"
     if not any(cache.glob("fontlist-*.json")):
         try:
@@ -794,5 +758,4 @@ def _matplotlib_cache() -> Path | None:
             )
         except Exception:
             pass
-    _MPL_CACHE = cache if any(cache.glob("fontlist-*.json")) else None
-    return _MPL_CACHE  # type: ignore[return-value]
+    return cache if any(cache.glob("fontlist-*.json")) else None

@@ -1,6 +1,6 @@
-"""Confinement and limits on one kernel at a time: what the kernel sees, which environment it
-gets, what happens where bubblewrap or cgroups are missing. The attacks through the command line
-are in ``test_grader_boundary.py``."""
+"""Confinement of one kernel at a time: what the kernel sees, what happens where bubblewrap is
+missing. The limits are in ``test_limits.py``, the kernel's environment in
+``tests/unit/run/test_kernel.py``, the attacks through the command line in ``test_grader_boundary.py``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 from grader_notebooks import write_notebook
 
-from grader.confine.limits import ProcessBox, probe_enforcement
 from grader.confine.sandbox import Mounts, bwrap_argv, probe_bwrap, python_paths, sandbox_info
 from grader.options import Limits
 from grader.paths import KIT_ROOT, SRC_DIR
 from grader.run.execute import copy_notebook, execute_notebook
-from grader.run.kernel import KernelSession, kernel_env
 
 needs_bwrap = pytest.mark.skipif(probe_bwrap() is not None, reason=f"bubblewrap unusable here: {probe_bwrap()}")
 
@@ -46,15 +44,6 @@ def test_the_kernel_sees_python_and_src_only(tmp_path):
         assert "run" not in printed(run, 3) and "home" not in printed(run, 3)
         assert printed(run, 4) == "False /tmp/home"
         assert run.result.sandbox.enabled
-
-
-def test_the_kernel_environment_is_made_by_the_grader(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-pass")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    env = kernel_env(runtime=tmp_path, seed=3, sandboxed=True, extra={"KIT_DATA_DIR": "/data"})
-    assert "AWS_SECRET_ACCESS_KEY" not in env and "GRADER_HIDDEN_SEED" not in env
-    assert env["OMP_NUM_THREADS"] == "1" and env["KIT_DATA_DIR"] == "/data" and env["HOME"] == "/tmp/home"
-    assert env["PYTHONHASHSEED"] == "3"
 
 
 def test_bwrap_binds_an_allow_list_not_the_root(tmp_path):
@@ -91,57 +80,3 @@ def test_missing_bubblewrap_is_explained(monkeypatch):
     finally:
         monkeypatch.undo()
         sandbox.probe_bwrap.cache_clear()
-
-
-def test_limits_say_which_mechanism_is_in_force():
-    enforcement = probe_enforcement()
-    assert enforcement.kind in ("cgroup-v2", "systemd-run", "cgroup-v1", "watchdog")
-    assert enforcement.kind in enforcement.describe()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mechanism", ["os", "watchdog"])
-def test_disk_and_processes_are_bounded_by_either_mechanism(tmp_path, monkeypatch, mechanism):
-    """The operating system's mechanism where the machine has one, the watchdog where not."""
-    if mechanism == "watchdog":
-        from grader.confine import limits
-
-        monkeypatch.setenv(limits.ENFORCEMENT_ENV, "watchdog")
-        limits.probe_enforcement.cache_clear()
-    try:
-        small = Limits(cell_timeout=30, timeout=90, memory_gib=2, processes=64, disk_gib=0.05)
-        with run_cells(
-            tmp_path,
-            "x = 1",
-            "with open('big', 'wb') as f:\n    for _ in range(100):\n        f.write(b'0' * 2**20)\n"
-            "import time\ntime.sleep(5)",
-            sandbox=None,
-            limits=small,
-        ) as run:
-            assert run.result.cells[1].status in ("died", "error")
-            reason = run.result.cells[1].error_message + run.result.cells[1].error_name
-            assert "disk limit" in reason or "File too large" in reason or "EFBIG" in reason, reason
-        box = ProcessBox("probe", small)
-        assert box.enforcement.kind == ("watchdog" if mechanism == "watchdog" else probe_enforcement().kind)
-        box.close()
-    finally:
-        if mechanism == "watchdog":
-            from grader.confine import limits
-
-            monkeypatch.undo()
-            limits.probe_enforcement.cache_clear()
-
-
-def test_a_session_closes_everything_it_started(tmp_path):
-    session = KernelSession(workdir=tmp_path / "work", sandbox=sandbox_info(None),
-                            limits=Limits(cell_timeout=30, timeout=60, memory_gib=2))
-    session.start()
-    session.wait_ready()
-    runtime = session.runtime_dir
-    assert runtime.stat().st_mode & 0o077 == 0  # private: only the grader (and this kernel) get in
-    pid = session.km.provisioner.process.pid
-    session.close()
-    assert not runtime.exists()
-    import psutil
-
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

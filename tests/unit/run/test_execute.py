@@ -135,23 +135,6 @@ def test_the_first_cell_sees_exactly_the_streams_of_the_seed_in_random_numpy_and
         assert result_run.result.notebook.cells[0].outputs[0]["text"].strip() == expected
 
 
-def test_seeds_hold_even_when_the_kernel_drew_numbers_before_the_first_cell(tmp_path):
-    from grader.confine.sandbox import sandbox_info
-    from grader.run.kernel import KernelSession
-
-    path = write_notebook(tmp_path / "submission" / "nb.ipynb", "import random\nprint(repr(random.random()))")
-    workdir = tmp_path / "scratch" / "work"
-    kernel = KernelSession(workdir=workdir, seed=5, limits=Limits(cell_timeout=20, timeout=60), sandbox=sandbox_info(None))
-    kernel.start()
-    kernel.wait_ready()
-    assert kernel.run_code("import random\nrandom.random(); random.random()", timeout=20).status == "ok"
-    with execute_notebook(copy_notebook(path, workdir), workdir=workdir, kernel=kernel) as result_run:
-        import random
-
-        random.seed(5)
-        assert result_run.result.notebook.cells[0].outputs[0]["text"].strip() == repr(random.random())
-
-
 def test_torch_is_seeded_and_deterministic_when_the_notebook_imports_it(tmp_path):
     with run(
         tmp_path, "import torch\nprint(torch.rand(3).tolist(), torch.are_deterministic_algorithms_enabled())", seed=3
@@ -277,3 +260,18 @@ def test_progress_bars_in_the_kernel_refresh_every_few_seconds(tmp_path):
     result = run(tmp_path, "from src.engine import _tqdm_options\nprint(_tqdm_options()['mininterval'])")
     with result as executed:
         assert executed.result.notebook.cells[0].outputs[0]["text"].strip() == "5.0"
+
+
+def test_the_result_says_which_mechanism_enforced_the_limits_and_old_result_files_still_read(tmp_path):
+    from grader.confine.limits import probe_enforcement
+    from grader.results import NotebookResult, SubmissionResult, from_dict, to_dict
+
+    with run(tmp_path, "x = 1") as result_run:
+        execution = result_run.result
+    assert execution.enforcement == probe_enforcement().describe()
+    submission = SubmissionResult("s", tmp_path, [NotebookResult("nb", tmp_path / "nb.ipynb", [], execution)])
+    data = to_dict(submission)
+    assert data["notebooks"][0]["execution"]["enforcement"] == execution.enforcement
+    assert from_dict(data).notebooks[0].execution.enforcement == execution.enforcement
+    data["notebooks"][0]["execution"]["limits"] = data["notebooks"][0]["execution"].pop("enforcement")  # before the rename
+    assert from_dict(data).notebooks[0].execution.enforcement == execution.enforcement
