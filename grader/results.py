@@ -115,7 +115,7 @@ class ExecutionResult:
         elapsed: wall time of the run, kernel start included.
         cells_elapsed: time spent inside cells (the notebook's own work).
         cells_cpu: CPU seconds the cells used (the kernel's processes and threads together).
-        cpu_limit: the notebook's CPU budget (`grader.confine.limits.Limits.timeout`).
+        cpu_limit: the notebook's CPU budget (`grader.options.Limits.timeout`).
         sandbox: how the kernel was confined.
         enforcement: which mechanism enforced the resource limits, in words
             (`grader.confine.limits.Enforcement.describe`; ``limits`` in result files of earlier versions).

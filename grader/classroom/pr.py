@@ -154,7 +154,7 @@ def grade_pull_request(
         base: the base branch's commit.
         head: the pull request's commit.
         out: the report folder.
-        options: `grader.grade.GradeOptions`.
+        options: `grader.options.GradeOptions`.
         log: progress lines for people, or None.
 
     Returns:

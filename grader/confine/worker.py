@@ -17,7 +17,7 @@ Two shapes:
   grader cannot trust any more, is killed and never asked again: the caller starts a fresh one.
 
 Budgets count CPU seconds of the whole box (`grader.confine.limits.ProcessBox.cpu_seconds`); the wall
-clock only backs them up (`grader.confine.limits.WALL_FACTOR` times larger), for a process that waits.
+clock only backs them up (`grader.options.WALL_FACTOR` times larger), for a process that waits.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ placeholders removed. The heading is the Markdown cell before the template's las
 cell, else the last Markdown heading matching the given keywords. Nothing runs here: the text is
 read from the executed notebook.
 
-For the instructor's sheet (`grader.report.manual`) an answer also has a digest, whitespace
+For the instructor's sheet (`grader.report.marking`) an answer also has a digest, whitespace
 folded (re-saving a notebook must not make a scored answer look changed), and the numbers it
 quotes (``0.91``, ``87,5 %``, ``12%``), to compare with the measured ones at a glance.
 """

@@ -4,7 +4,7 @@ a message that names the failing case.
 
 Cases come in two sets. The *visible* ones come from a fixed public seed: ``python -m grader
 check`` uses only those, so a student sees the same feedback the grader gives. The *hidden* ones
-come from a seed only the instructor knows (`resolve_hidden_seed`); ``grade`` uses both. The
+come from a seed only the instructor knows (`grader.options.hidden_seed`); ``grade`` uses both. The
 first cases of each set change one thing at a time from the simplest case (batch, input
 channels, output channels, kernel shape, stride, padding), so a bug that shows only for
 stride 2 or only for several input channels is named as such.
@@ -567,7 +567,7 @@ def verify_convolutions(
         cases: function name -> its cases.
         specs: the functions.
         sandbox: `grader.results.SandboxInfo` for the runner.
-        limits: `grader.confine.limits.Limits` (memory, processes) for the runner.
+        limits: `grader.options.Limits` (memory, processes) for the runner.
 
     Returns:
         One `ConvAnswer` per spec. A call that overruns its CPU budget, or stops its runner, is
