@@ -12,6 +12,13 @@ from grader.options import Limits
 FAST = Limits(cell_timeout=20, timeout=60, memory_gib=4)
 
 
+def notebook(*cells: str | nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A notebook in memory: strings become code cells, cells are kept as they are."""
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(cell) if isinstance(cell, str) else cell for cell in cells]
+    )
+
+
 def write_notebook(path: Path, *cells: str, markdown: dict[int, str] | None = None) -> Path:
     """Write a notebook of code cells (``markdown`` inserts Markdown cells at given positions)."""
     nb_cells = [nbformat.v4.new_code_cell(source) for source in cells]

@@ -5,6 +5,7 @@ its digest and the numbers it quotes."""
 from __future__ import annotations
 
 import nbformat
+from grader_notebooks import notebook
 
 from grader.evidence.answers import (
     MAX_ANSWER_CHARS,
@@ -13,16 +14,6 @@ from grader.evidence.answers import (
     quoted_numbers,
     read_written_answer,
 )
-
-
-def notebook(*cells):
-    made = []
-    for cell in cells:
-        if isinstance(cell, str):
-            made.append(nbformat.v4.new_code_cell(cell))
-        else:
-            made.append(cell)
-    return nbformat.v4.new_notebook(cells=made)
 
 
 def test_written_answer_is_read_after_the_question_from_markdown_and_outputs(tmp_path):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 import torch
+from grader_notebooks import notebook
 
 from grader import checks
 from grader.assignments import ASSIGNMENTS, find_assignment
@@ -16,16 +17,6 @@ from grader.evidence import convolution as conv
 from grader.evidence.artifacts import printed_metrics
 from grader.evidence.convolution import BATCHED, FULL, SIMPLEST
 from grader.results import CellRun, ExecutionResult, RunFailure
-
-
-def notebook(*cells):
-    made = []
-    for cell in cells:
-        if isinstance(cell, str):
-            made.append(nbformat.v4.new_code_cell(cell))
-        else:
-            made.append(cell)
-    return nbformat.v4.new_notebook(cells=made)
 
 
 def context(nb, cells=(), failure=None, kernel=None):
